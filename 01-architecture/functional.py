@@ -177,18 +177,17 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
 
 
 # --- attention ---------------------------------------------------------------------------------
-_MODE_FULL, _MODE_CAUSAL, _MODE_PREFIX = 0, 1, 2
 _NO_PREFIX = np.zeros(1, dtype=np.int64)
 
 
 class _Attention(Function):
     """softmax(q k^T / sqrt(D), masked) v; the two products go to BLAS, the softmax to a kernel."""
 
-    def forward(self, q, k, v, mode, prefix_len, q_offset):
+    def forward(self, q, k, v, mode, prefix_len, q_offset, key_start):
         self.q, self.k, self.v = (np.ascontiguousarray(a) for a in (q, k, v))
         self.scale = 1.0 / math.sqrt(q.shape[-1])
         scores = self.q @ np.swapaxes(self.k, -1, -2)  # (B, H, Tq, Tk)
-        self.probs = kernels.attention_softmax_forward(scores, self.scale, mode, prefix_len, q_offset)
+        self.probs = kernels.attention_softmax_forward(scores, self.scale, mode, prefix_len, q_offset, key_start)
         return self.probs @ self.v  # (B, H, Tq, D)
 
     def backward(self, grad):
@@ -202,13 +201,15 @@ class _Attention(Function):
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, prefix_len=None, causal: bool = False,
-                                 q_offset: int | None = None) -> Tensor:
+                                 q_offset: int | None = None, key_start=None) -> Tensor:
     """Multi-head attention on (B, H, T, D) arrays with scale 1/sqrt(D).
 
     Masks (key j, query i at absolute position i + q_offset):
       prefix_len (one int per batch row): prefix-LM, j < prefix_len[b] or j <= i + q_offset;
       causal=True: j <= i + q_offset;  neither: every key is visible (cross-attention).
-    q_offset defaults to Tk - Tq: the queries are the last Tq positions (a KV cache in front).
+    key_start (one int per batch row) also hides keys j < key_start[b] (a left-padded cache).
+    q_offset defaults to Tk - Tq: the queries are the last Tq positions (a KV cache in front);
+    a negative one hides the causal part (prefix_len then acts as a key-padding mask).
     A query that sees no key gets a zero output.
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
@@ -222,10 +223,55 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, prefix_len=Non
     if prefix_len is not None:
         prefix_len = np.asarray(prefix_len.data if isinstance(prefix_len, Tensor) else prefix_len)
         prefix_len = np.broadcast_to(prefix_len, (q.shape[0],)).astype(np.int64)
-        mode = _MODE_PREFIX
+        mode = kernels.ATTENTION_PREFIX_LM
     else:
-        prefix_len, mode = _NO_PREFIX, (_MODE_CAUSAL if causal else _MODE_FULL)
-    return _Attention.apply(q, k, v, mode=mode, prefix_len=prefix_len, q_offset=int(q_offset))
+        prefix_len, mode = _NO_PREFIX, (kernels.ATTENTION_CAUSAL if causal else kernels.ATTENTION_FULL)
+    key_start = np.zeros(q.shape[0], np.int64) if key_start is None else \
+        np.broadcast_to(np.asarray(key_start), (q.shape[0],)).astype(np.int64)
+    return _Attention.apply(q, k, v, mode=mode, prefix_len=prefix_len, q_offset=int(q_offset), key_start=key_start)
+
+
+# --- rotary positions ---------------------------------------------------------------------------
+def rotary_tables(positions: np.ndarray, head_dim: int, base: float = 10000.0, dtype=np.float32):
+    """cos and sin of shape positions.shape + (head_dim // 2,) for RoPE at integer `positions`.
+
+    Rotating queries and keys by their positions makes q.k depend only on the distance between
+    them (RoFormer), so cached keys of earlier segments stay valid with any offset.
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary: head_dim must be even, got {head_dim}")
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.asarray(positions, dtype=np.float64)[..., None] * inv_freq
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+class _Rotary(Function):
+    """x (..., D) rotated pairwise: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), halves split."""
+
+    def forward(self, x, cos, sin):
+        self.cos, self.sin = cos, sin
+        return _rotate(x, cos, sin)
+
+    def backward(self, grad):
+        return _rotate(grad, self.cos, -self.sin)  # the inverse rotation is the adjoint
+
+
+def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = np.empty_like(x)
+    np.multiply(x1, cos, out=out[..., :half])
+    out[..., :half] -= x2 * sin
+    np.multiply(x2, cos, out=out[..., half:])
+    out[..., half:] += x1 * sin
+    return out
+
+
+def rotary(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+    """Apply rotary position embedding to x (B, H, T, D) with tables (B or 1, 1, T, D/2)."""
+    if cos.shape != sin.shape or cos.shape[-1] * 2 != x.shape[-1]:
+        raise ValueError(f"rotary: tables {cos.shape} do not fit input {x.shape}")
+    return _Rotary.apply(x, cos=cos.astype(x.dtype, copy=False), sin=sin.astype(x.dtype, copy=False))
 
 
 # --- regularisation ---------------------------------------------------------------------------

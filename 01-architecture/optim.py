@@ -339,3 +339,7 @@ def clip_grad_norm_(params, max_norm):
 def grads_are_finite(params):
     """True when no gradient holds an inf or nan (parameters without a gradient are ignored)."""
     return all(bool(all_finite(_flat(grad))) for grad in _gradients(params))
+
+
+# the schedules are part of the public `optim` namespace, as in PyTorch
+from mlot.architecture.schedules import ConstantLR, ReduceLROnPlateau, WarmupCosine  # noqa: E402,F401
