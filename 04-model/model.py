@@ -1,0 +1,326 @@
+"""MLoT-Spark: a pre-LN transformer over one segment doing blank infilling, with the working →
+episodic → semantic memory cascade wired in.
+
+When memory is read and written within a step (see README):
+  read   during `forward`: every block's self-attention sees the working cache of its layer;
+         at the source layer (the first memory layer) the segment's query chunks retrieve
+         episodic entries of their own row and the refined semantic slots, which the
+         injection blocks of the memory layers attend to.
+  write  in `write_memory`, after the step: a no-grad pass over the clean segment pushes each
+         layer's inputs into the working cache; the source-layer states of tokens leaving the
+         cache are cut into chunks and written as episodic entries (key from the retriever).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlot.architecture import Tensor, concat, nn, no_grad
+from mlot.architecture import functional as F
+from mlot.memory.chunking import pool_chunks
+from mlot.memory.episodic import normalize_rows
+from mlot.memory.gnn import MemoryGNN
+from mlot.model.blocks import AttentionFrame, Block, MemoryInjectionBlock
+from mlot.model.infilling import InfillBatch, SpecialIds, make_infill_batch
+from mlot.model.memory_state import ModelMemory
+
+
+@dataclass
+class ModelOutput:
+    hidden: Tensor               # (B, L, d) final normalised states
+    segment_vector: Tensor       # (B, d) pooled Part A vector (coherence and memory losses)
+    read: "MemoryRead"           # what was read from memory, and the pooled query chunks
+    frame: AttentionFrame        # where the keys sat (decoding continues from it)
+    presents: list               # per layer (keys, values) attended to, rotated (a KV cache)
+    layer_inputs: list | None    # per layer (B, L, d) inputs, when collected
+
+
+@dataclass
+class MemoryRead:
+    """What one forward read from episodic and semantic memory."""
+    tokens: Tensor | None        # (B, M, d): semantic slots first, then episodic tokens, then padding
+    count: np.ndarray            # (B,) valid memory tokens per row
+    retrieved: list              # per row, the episodic entries read
+    query_pooled: np.ndarray | None = None
+    query_valid: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, batch_size: int, query_pooled=None, query_valid=None) -> "MemoryRead":
+        return cls(None, np.zeros(batch_size, np.int64), [np.zeros(0, np.int64)] * batch_size,
+                   query_pooled, query_valid)
+
+
+class MLoTSpark(nn.Module):
+    def __init__(self, config, *, seed: int = 0):
+        super().__init__()
+        self.config = config
+        rng = np.random.default_rng(seed)
+        d, out_std = config.d_model, 0.02 / np.sqrt(2 * config.n_layers)  # GPT-2's scaled residual init
+        self.special = SpecialIds(config.pad_id, config.mask_id, config.sop_id, config.eop_id)
+        self.wte = nn.Embedding(config.vocab_size, d, rng=rng)
+        self.span_pos = nn.Embedding(config.segment_len + 2, d, rng=rng)  # position inside a span; 0 = Part A
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.d_ff, config.dropout, config.layer_norm_eps,
+                                          rng, out_std) for _ in range(config.n_layers))
+        self.injections = nn.ModuleList(MemoryInjectionBlock(d, config.n_heads, config.gate_init,
+                                                             config.layer_norm_eps, rng)
+                                        for _ in config.memory_layers)
+        self.ln_f = nn.LayerNorm(d, config.layer_norm_eps)
+        self.retriever = nn.Linear(d, config.retriever_dim, bias=False, rng=rng, init_std=d ** -0.5)
+        self.gnn = MemoryGNN(d, config.gnn_rounds, rng=rng) if config.semantic else None
+        self.segment_head = nn.Linear(d, d, rng=rng)
+        self.coherence_head = nn.Linear(2 * d, 2, rng=rng)
+        self.injection_of_layer = {layer: i for i, layer in enumerate(config.memory_layers)}
+        self.source_layer = min(config.memory_layers) if config.memory_layers else 0
+        self.use_working = config.working_cache_len > 0
+        self.use_episodic, self.use_semantic = config.episodic, config.semantic
+        self.memory: ModelMemory | None = None
+
+    # --- memory switches and state --------------------------------------------------------------
+    def set_memory(self, working: bool | None = None, episodic: bool | None = None,
+                   semantic: bool | None = None) -> None:
+        """Switch memory tiers on or off for reading (ablations); writing goes on regardless."""
+        if working is not None:
+            self.use_working = working and self.config.working_cache_len > 0
+        if episodic is not None:
+            self.use_episodic = episodic and self.config.episodic
+        if semantic is not None:
+            self.use_semantic = semantic and self.config.semantic
+
+    def reset_memory(self, batch_size: int | None = None, rows=None) -> None:
+        """Start new documents: all rows (a fresh memory of `batch_size` rows when given) or `rows`.
+
+        Semantic memory survives a reset of rows; a new batch size keeps it too.
+        """
+        if batch_size is not None and (self.memory is None or self.memory.batch != batch_size):
+            fresh = ModelMemory(self.config, batch_size)
+            if self.memory is not None:
+                fresh.cascade.semantic = self.memory.semantic
+            self.memory = fresh
+        elif self.memory is None:
+            raise RuntimeError("reset_memory: give batch_size the first time")
+        else:
+            self.memory.reset(rows)
+
+    # --- parameters by memory system ----------------------------------------------------------------
+    def parameter_groups(self) -> dict:
+        """backbone / episodic (retriever, injection blocks) / semantic (GNN) / gates, disjoint."""
+        gates = [injection.gate for injection in self.injections]
+        gate_ids = {id(g) for g in gates}
+        episodic = self.retriever.parameters() + [p for p in self.injections.parameters() if id(p) not in gate_ids]
+        semantic = self.gnn.parameters() if self.gnn is not None else []
+        memory_ids = {id(p) for p in episodic + semantic + gates}
+        backbone = [p for p in self.parameters() if id(p) not in memory_ids]
+        return {"backbone": backbone, "episodic": episodic, "semantic": semantic, "gates": gates}
+
+    def memory_parameters(self) -> list:
+        groups = self.parameter_groups()
+        return groups["episodic"] + groups["semantic"] + groups["gates"]
+
+    def backbone_parameters(self) -> list:
+        return self.parameter_groups()["backbone"]
+
+    # --- forward -------------------------------------------------------------------------------------
+    def forward(self, batch: InfillBatch, read_memory: bool = True, collect_layer_inputs: bool = False,
+                record_access: bool = True) -> ModelOutput:
+        """One pass over a batch of segments; reads memory (see the module docstring).
+
+        record_access=False reads without counting accesses or adding co-retrieval edges, so
+        that repeated passes see identical memory (gradient checks, recomputation).
+        """
+        memory = self.memory if read_memory else None
+        if memory is not None and memory.batch != batch.batch_size:
+            raise ValueError(f"MLoTSpark: a batch of {batch.batch_size} rows for a memory of {memory.batch} rows; "
+                             "call reset_memory(batch_size)")
+        caches, cache_lengths = self._working_caches(memory, batch.batch_size)
+        n_cache = 0 if caches is None else caches[0].shape[1]
+        frame = self.attention_frame(batch.pos_a, batch.prefix_len, cache_lengths, n_cache)
+        read = MemoryRead.empty(batch.batch_size)
+
+        def at_source(x: Tensor) -> MemoryRead:
+            nonlocal read
+            pooled, valid = self.query_chunks(x.data, batch.prefix_len)
+            read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
+                else MemoryRead.empty(batch.batch_size, pooled, valid)
+            return read
+
+        layer_inputs = [] if collect_layer_inputs else None
+        x = self.wte(batch.ids) + self.span_pos(batch.pos_b)  # (B, L, d)
+        hidden, presents = self._layers(x, frame, caches, at_source, layer_inputs=layer_inputs)
+        return ModelOutput(hidden, self.pool_segment(hidden, batch.prefix_len), read, frame, presents, layer_inputs)
+
+    def _layers(self, x: Tensor, frame: AttentionFrame, caches, read_at_source, past=None, layer_inputs=None):
+        """The blocks, with memory injected in the memory layers; returns (ln_f(x), per-layer keys/values).
+
+        read_at_source: called with the source layer's input, returns the MemoryRead to inject
+        (during decoding, a function returning the read of the prompt).
+        """
+        read, presents = None, []
+        for layer, block in enumerate(self.blocks):
+            if layer == self.source_layer:
+                read = read_at_source(x)
+            if read is not None and read.tokens is not None and layer in self.injection_of_layer:
+                x = self.injections[self.injection_of_layer[layer]](x, read.tokens, read.count)
+            if layer_inputs is not None:
+                layer_inputs.append(x.data)
+            x, present = block(x, frame, cache=None if caches is None else caches[layer],
+                               past=None if past is None else past[layer])
+            presents.append(present)
+        return self.ln_f(x), presents
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Token logits from final states (the output projection is the tied embedding)."""
+        return hidden @ self.wte.weight.T
+
+    def pool_segment(self, hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
+        """tanh(W mean(Part A states) + b): one vector per segment."""
+        weights = (np.arange(hidden.shape[1])[None, :] < prefix_len[:, None]).astype(hidden.dtype)
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
+        pooled = (hidden * Tensor(weights[:, :, None])).sum(axis=1)  # (B, d)
+        return self.segment_head(pooled).tanh()
+
+    def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, cache_lengths: np.ndarray,
+                        n_cache: int, n_past: int = 0) -> AttentionFrame:
+        """Rotary tables and mask bounds for tokens at `pos_a` behind n_cache cached states
+        (right-aligned, at positions -n_cache..-1) and n_past keys of a KV cache."""
+        B = pos_a.shape[0]
+        cache_positions = np.broadcast_to(np.arange(n_cache) - n_cache, (B, n_cache))
+        key_positions = np.concatenate([cache_positions, pos_a], axis=1)  # (B, C + T)
+        cos_q, sin_q = F.rotary_tables(pos_a[:, None], self.config.head_dim, self.config.rope_base)
+        cos_k, sin_k = F.rotary_tables(key_positions[:, None], self.config.head_dim, self.config.rope_base)
+        return AttentionFrame(cos_q, sin_q, cos_k, sin_k, n_cache, n_cache + n_past + prefix_len,
+                              n_cache - cache_lengths, n_cache + n_past)
+
+    def _working_caches(self, memory, batch_size):
+        """Per layer the cached states right-aligned to (B, C, d), and the valid lengths (B,)."""
+        if memory is None or not self.use_working:
+            return None, np.zeros(batch_size, np.int64)
+        caches = []
+        for layer in range(self.config.n_layers):
+            states, lengths = memory.working.read(layer)  # valid first, oldest first
+            C = states.shape[1]
+            if C == 0:
+                return None, np.zeros(batch_size, np.int64)
+            source = np.arange(C)[None, :] - (C - lengths)[:, None]  # (B, C): where each slot comes from
+            aligned = np.take_along_axis(states, np.maximum(source, 0)[:, :, None], axis=1)
+            caches.append(np.where((source >= 0)[:, :, None], aligned, np.float32(0)))
+        return caches, lengths
+
+    def query_chunks(self, states: np.ndarray, prefix_len: np.ndarray):
+        """Mean source-layer state of each chunk_len window of Part A: (B, Q, d) and validity (B, Q)."""
+        B, L, d = states.shape
+        chunk = self.config.chunk_len
+        Q = max(1, -(-int(prefix_len.max()) // chunk))
+        padded = np.zeros((B, Q * chunk, d), dtype=np.float32)
+        width = min(L, Q * chunk)
+        in_part_a = (np.arange(width)[None, :] < prefix_len[:, None]).astype(np.float32)  # (B, width)
+        padded[:, :width] = states[:, :width] * in_part_a[:, :, None]
+        counts = np.zeros((B, Q * chunk), dtype=np.float32)
+        counts[:, :width] = in_part_a
+        counts = counts.reshape(B, Q, chunk).sum(axis=2)  # (B, Q)
+        pooled = padded.reshape(B, Q, chunk, d).sum(axis=2) / np.maximum(counts, 1)[:, :, None]
+        return pooled, counts > 0
+
+    def retrieval_queries(self, pooled: np.ndarray) -> np.ndarray:
+        """Unit retrieval vectors from pooled states (no gradient: for searching)."""
+        return normalize_rows((pooled @ self.retriever.weight.data.T).reshape(-1, self.config.retriever_dim)) \
+            .reshape(*pooled.shape[:-1], self.config.retriever_dim)
+
+    def _read_memory(self, memory: ModelMemory, query_pooled: np.ndarray, query_valid: np.ndarray,
+                     record: bool = True) -> "MemoryRead":
+        """Memory tokens (B, M, d): the top semantic slots (refined by the GNN), then the tokens of
+        the episodic entries each row's query chunks retrieved; plus valid counts and entry ids."""
+        B, d = query_pooled.shape[0], self.config.d_model
+        queries = self.retrieval_queries(query_pooled)  # (B, Q, r)
+        retrieved = [np.zeros(0, np.int64)] * B
+        episodic_tokens = [np.zeros((0, d), np.float32)] * B
+        if self.use_episodic:
+            for row, store in enumerate(memory.episodic):
+                if store.size and query_valid[row].any():
+                    slots, scores = store.search(queries[row][query_valid[row]], self.config.retrieval_top_k, record)
+                    retrieved[row] = _union_by_score(slots, scores)
+                    episodic_tokens[row] = store.gather(retrieved[row])[0]
+        counts = np.array([len(t) for t in episodic_tokens], dtype=np.int64)
+        parts = []
+        semantic = memory.semantic
+        if self.use_semantic and semantic.size:
+            segment_queries = np.stack([q[v].mean(axis=0) if v.any() else np.zeros_like(q[0])
+                                        for q, v in zip(queries, query_valid)])  # (B, r)
+            adjacency = semantic.adjacency()  # the graph before this read's co-retrieval edges
+            slots, _ = semantic.search(segment_queries, self.config.semantic_top_k, record)  # (B, k')
+            refined = self.gnn(Tensor(semantic.values), adjacency)  # (S, d)
+            parts.append(refined[slots])  # (B, k', d)
+            counts = counts + slots.shape[1]
+        if counts.max() == 0:
+            return MemoryRead(None, counts, retrieved, query_pooled, query_valid)
+        width = max(1, max(len(t) for t in episodic_tokens))
+        packed = np.zeros((B, width, d), dtype=np.float32)
+        for row, tokens in enumerate(episodic_tokens):
+            packed[row, :len(tokens)] = tokens
+        parts.append(Tensor(packed))
+        tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
+        return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid)
+
+    # --- writing memory --------------------------------------------------------------------------------
+    def write_memory(self, segments, surprise=None, doc_ids=None) -> None:
+        """Read clean segments (one per row; an empty array writes nothing) into memory.
+
+        surprise: per row an array of per-token reconstruction losses (or None: ones); it rides
+        along the working cache and becomes the importance of the episodic entry its tokens form.
+        """
+        memory = self.memory
+        if memory is None or len(segments) != memory.batch:
+            raise ValueError(f"write_memory: {len(segments)} segments for a memory of "
+                             f"{None if memory is None else memory.batch} rows")
+        if doc_ids is not None:
+            memory.doc_ids[:] = doc_ids
+        batch = make_infill_batch(segments, [[] for _ in segments], self.special)
+        with no_grad():
+            out = self.forward(batch, collect_layer_inputs=True)
+        lengths, width = batch.prefix_len, batch.ids.shape[1]
+        for layer, states in enumerate(out.layer_inputs):
+            evicted = memory.working.append(layer, states, lengths)
+            if layer == self.source_layer:
+                source_evicted = evicted
+        token_surprise = np.ones((memory.batch, width, 1), dtype=np.float32)
+        for row, values in enumerate(surprise or []):
+            token_surprise[row, :len(values), 0] = values
+        evicted_surprise = memory.surprise.append(0, token_surprise, lengths)
+        self._store_chunks(memory, memory.cascade.chunks.push(source_evicted),
+                           memory.surprise_chunks.push(evicted_surprise))
+
+    def flush_memory(self, rows=None) -> None:
+        """Write the pending partial chunk of the given rows (documents ending, or a context read)."""
+        memory = self.memory
+        self._store_chunks(memory, memory.cascade.chunks.flush(rows), memory.surprise_chunks.flush(rows),
+                           rows=range(memory.batch) if rows is None else np.atleast_1d(rows))
+
+    def _store_chunks(self, memory: ModelMemory, chunks, surprise_chunks, rows=None) -> None:
+        rows = range(memory.batch) if rows is None else rows
+        for row, (values, lengths), (surprise, _) in zip(rows, chunks, surprise_chunks):
+            if len(values) == 0:
+                continue
+            pooled = pool_chunks(values, lengths)  # (n, d)
+            keys = self.retrieval_queries(pooled)
+            importance = pool_chunks(surprise, lengths)[:, 0]
+            memory.episodic[row].write(values, lengths, keys, pooled, int(memory.doc_ids[row]),
+                                       int(memory.write_step[0]), importance)
+        memory.write_step += 1
+
+    def read_document(self, token_ids, doc_id: int = 0) -> None:
+        """Stream one document through memory row 0, segment by segment (a batch-1 memory)."""
+        if self.memory is None or self.memory.batch != 1:
+            self.reset_memory(batch_size=1)
+        token_ids = np.asarray(token_ids, dtype=np.int64)
+        for start in range(0, len(token_ids), self.config.segment_len):
+            self.write_memory([token_ids[start:start + self.config.segment_len]], doc_ids=[doc_id])
+        self.flush_memory()
+
+
+def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Distinct slots of several queries' top-k lists, best score first (ties: lower slot)."""
+    slots, scores = slots.ravel(), scores.ravel()
+    order = np.lexsort((slots, -scores))
+    ranked = slots[order]
+    _, first = np.unique(ranked, return_index=True)
+    return ranked[np.sort(first)]

@@ -1,0 +1,186 @@
+"""The MLoT-Spark model: layout, gradients through the memory read path, gates, capacities,
+resets, and generation with a KV cache against full recomputation."""
+import numpy as np
+import pytest
+
+from mlot.architecture import ModelConfig, gradcheck, no_grad
+from mlot.architecture import functional as F
+from mlot.model.generation import fill_span
+from mlot.model.infilling import IGNORE_INDEX, SpecialIds, make_infill_batch
+from mlot.model.model import MLoTSpark
+
+SPECIAL = SpecialIds(pad=0, mask=3, sop=5, eop=6)
+
+
+def tiny_config(**overrides):
+    base = dict(vocab_size=40, d_model=16, n_layers=2, n_heads=2, segment_len=12, max_span_len=4, chunk_len=4,
+                working_cache_len=8, episodic_capacity=6, retrieval_top_k=2, semantic_slots=4, semantic_top_k=2,
+                retriever_dim=8, memory_layers=[1], gate_init=0.5)
+    base.update(overrides)
+    return ModelConfig.from_dict(base)
+
+
+def filled_model(seed=0, batch=2, **overrides):
+    """A model whose working, episodic and semantic memory all hold something."""
+    model = MLoTSpark(tiny_config(**overrides), seed=seed)
+    model.reset_memory(batch_size=batch)
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        model.write_memory([rng.integers(10, 40, 12) for _ in range(batch)])
+    store = model.memory.episodic[0]
+    live = np.flatnonzero(store.live)
+    model.memory.semantic.consolidate(store.keys[live], store.pooled[live], np.ones(len(live)), merge_threshold=0.99)
+    return model
+
+
+def test_infill_layout_by_hand():
+    batch = make_infill_batch([np.array([10, 11, 12, 13, 14, 15])], [[(1, 3), (4, 5)]], SPECIAL)
+    # Part A: 10 [M] 13 [M] 15 ; Part B: [SOP] 11 12 [SOP] 14
+    np.testing.assert_array_equal(batch.ids[0], [10, 3, 13, 3, 15, 5, 11, 12, 5, 14])
+    np.testing.assert_array_equal(batch.pos_a[0], [0, 1, 2, 3, 4, 1, 1, 1, 3, 3])
+    np.testing.assert_array_equal(batch.pos_b[0], [0, 0, 0, 0, 0, 1, 2, 3, 1, 2])
+    np.testing.assert_array_equal(batch.targets[0], [IGNORE_INDEX] * 5 + [11, 12, 6, 14, 6])
+    assert batch.prefix_len[0] == 5 and batch.lengths[0] == 10
+
+
+def test_infill_layout_pads_rows_and_refuses_bad_spans():
+    batch = make_infill_batch([np.arange(10, 16), np.arange(10, 13)], [[(0, 2)], []], SPECIAL)
+    assert batch.ids.shape == (2, 8) and batch.lengths.tolist() == [8, 3]
+    assert (batch.ids[1, 3:] == SPECIAL.pad).all() and (batch.targets[1] == IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="sorted, disjoint"):
+        make_infill_batch([np.arange(6)], [[(2, 4), (3, 5)]], SPECIAL)
+
+
+def test_memory_is_read_from_every_tier():
+    model = filled_model()
+    batch = make_infill_batch([np.arange(10, 22), np.arange(20, 28)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    out = model(batch)
+    assert model.memory.semantic.size > 0
+    assert all(len(r) > 0 for r in out.read.retrieved)
+    # count = semantic top-k + retrieved episodic tokens
+    expected = [2 + model.memory.episodic[row].lengths[r].sum() for row, r in enumerate(out.read.retrieved)]
+    assert out.read.count.tolist() == expected
+
+
+def test_gradients_through_the_whole_model_and_memory_read_path():
+    model = filled_model(batch=1)
+    model.to_dtype(np.float64)
+    batch = make_infill_batch([np.arange(12, 24)], [[(2, 4), (7, 8)]], SPECIAL)
+    params = dict(model.named_parameters())
+    checked = [params[name] for name in (
+        "wte.weight", "span_pos.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc.bias",
+        "injections.0.q_proj.weight", "injections.0.cross_attention.k_proj.weight",
+        "injections.0.cross_attention.v_proj.weight", "injections.0.cross_attention.o_proj.weight",
+        "injections.0.cross_attention.memory_norm.weight", "injections.0.post_memory_layernorm.bias",
+        "injections.0.gate", "gnn.rounds.0.combine.weight", "gnn.rounds.0.update.weight",
+        "segment_head.weight")]
+    gnn_update = params["gnn.rounds.0.update.weight"]
+    gnn_update.data = np.random.default_rng(1).normal(0, 0.3, gnn_update.shape)  # off its zero start
+
+    def loss_terms(*_):
+        out = model(batch, record_access=False)
+        ce = F.cross_entropy(model.logits(out.hidden), batch.targets)
+        return ce + (out.segment_vector * out.segment_vector).sum()
+
+    assert model(batch, record_access=False).read.count[0] > 2  # semantic and episodic both read
+    assert gradcheck(loss_terms, checked, atol=1e-6, rtol=1e-4, max_checks=12)
+
+
+def test_closed_gates_compute_exactly_the_model_without_memory():
+    model = filled_model(gate_init=0.0)
+    batch = make_infill_batch([np.arange(10, 22), np.arange(15, 25)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    with no_grad():
+        with_memory = model(batch, record_access=False)
+        assert with_memory.read.count.min() > 0
+        model.set_memory(episodic=False, semantic=False)
+        without = model(batch, record_access=False)
+    assert without.read.count.max() == 0
+    np.testing.assert_array_equal(model.logits(with_memory.hidden).data, model.logits(without.hidden).data)
+
+
+def test_closed_gate_still_receives_gradient():
+    model = filled_model(gate_init=0.0)
+    batch = make_infill_batch([np.arange(10, 22), np.arange(15, 25)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    F.cross_entropy(model.logits(model(batch).hidden), batch.targets).backward()
+    assert abs(model.injections[0].gate.grad[0]) > 0
+
+
+def test_capacities_are_never_exceeded_and_reset_clears_only_its_rows():
+    model = MLoTSpark(tiny_config(), seed=3)
+    model.reset_memory(batch_size=2)
+    rng = np.random.default_rng(3)
+    for step in range(12):
+        model.write_memory([rng.integers(10, 40, 12), rng.integers(10, 40, int(rng.integers(1, 12)))])
+        memory = model.memory
+        assert memory.working.lengths.max() <= model.config.working_cache_len
+        assert all(store.size <= model.config.episodic_capacity for store in memory.episodic)
+        if step == 5:
+            store = memory.episodic[1]
+            live = np.flatnonzero(store.live)
+            memory.semantic.consolidate(store.keys[live], store.pooled[live], np.ones(len(live)))
+    assert 0 < memory.semantic.size <= model.config.semantic_slots
+    semantic_before = {k: v.copy() for k, v in memory.semantic.state_dict().items()}
+    row1_working = memory.working.read(0)[0][1].copy()
+    row1_entries = memory.episodic[1].size
+    model.reset_memory(rows=[0])
+    assert memory.working.lengths[:, 0].max() == 0 and memory.episodic[0].size == 0
+    np.testing.assert_array_equal(memory.working.read(0)[0][1, :len(row1_working)], row1_working)
+    assert memory.episodic[1].size == row1_entries
+    for key, value in memory.semantic.state_dict().items():
+        np.testing.assert_array_equal(value, semantic_before[key], err_msg=key)
+
+
+def test_short_document_still_writes_one_entry():
+    model = MLoTSpark(tiny_config(working_cache_len=0), seed=0)
+    model.read_document(np.array([11, 12, 13]))  # shorter than one chunk
+    store = model.memory.episodic[0]
+    assert store.size == 1 and store.lengths[store.live][0] == 3
+
+
+class ForcedSampler:
+    """Returns a fixed token sequence and records the logits it was shown."""
+
+    def __init__(self, tokens):
+        self.tokens, self.seen = list(tokens), []
+
+    def __call__(self, logits):
+        self.seen.append(logits.copy())
+        return self.tokens[len(self.seen) - 1]
+
+
+def test_kv_cache_generation_equals_full_recomputation():
+    tokens = [12, 30, 7, 19, 25, 11, 33]
+    runs = []
+    for use_cache in (True, False):
+        model = filled_model(batch=1)
+        sampler = ForcedSampler(tokens)
+        part_a = np.array([14, 15, 16, 3, 17, 18])
+        produced = list(fill_span(model, part_a, 3, part_b=[([20, 21], 3)], max_new_tokens=len(tokens),
+                                  sampler=sampler, use_cache=use_cache))
+        assert produced == tokens
+        runs.append(np.stack(sampler.seen))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-4, atol=1e-5)
+    assert runs[0].argmax(axis=1).tolist() == runs[1].argmax(axis=1).tolist()
+
+
+def test_memory_state_round_trip_gives_identical_outputs():
+    model = filled_model()
+    state = {k: v.copy() for k, v in model.memory.state_dict().items()}
+    batch = make_infill_batch([np.arange(10, 22), np.arange(15, 25)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    with no_grad():
+        before = model.logits(model(batch, record_access=False).hidden).data
+        model.reset_memory(batch_size=2)
+        model.memory.semantic.reset_all()
+        model.memory.load_state_dict(state)
+        after = model.logits(model(batch, record_access=False).hidden).data
+    np.testing.assert_array_equal(before, after)
+
+
+def test_parameter_groups_are_disjoint_and_complete():
+    model = MLoTSpark(tiny_config(), seed=0)
+    groups = model.parameter_groups()
+    ids = [id(p) for group in groups.values() for p in group]
+    assert len(ids) == len(set(ids)) == len(model.parameters())
+    assert {id(p) for p in model.memory_parameters()} == {id(p) for g in ("episodic", "semantic", "gates")
+                                                        for p in groups[g]}
+    assert id(model.wte.weight) in {id(p) for p in model.backbone_parameters()}
