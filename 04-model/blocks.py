@@ -88,7 +88,9 @@ class MemoryCrossAttention(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, dim // n_heads
         self.memory_norm = nn.LayerNorm(dim)
-        self.k_proj = nn.Linear(dim, dim, rng=rng)
+        # queries and keys start at unit gain (not GPT's 0.02): near-uniform attention over a
+        # few hundred memory tokens would give the selection almost no gradient to learn from
+        self.k_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
         self.v_proj = nn.Linear(dim, dim, rng=rng)
         self.o_proj = nn.Linear(dim, dim, rng=rng)
 
@@ -117,7 +119,7 @@ class MemoryInjectionBlock(nn.Module):
     def __init__(self, dim: int, n_heads: int, gate_init: float, eps: float, rng: np.random.Generator):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps)
-        self.q_proj = nn.Linear(dim, dim, rng=rng)
+        self.q_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
         self.cross_attention = MemoryCrossAttention(dim, n_heads, rng)
         self.post_memory_layernorm = nn.LayerNorm(dim, eps)
         self.gate = nn.Parameter(np.full(1, gate_init, dtype=np.float32))

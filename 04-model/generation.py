@@ -125,7 +125,7 @@ def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position
                                   n_past=n_past)
     frame.key_start = state.key_start  # the left-padded part of the cached working memory stays hidden
     x = model.wte(np.array([[token]])) + model.span_pos(np.array([[span_position]]))
-    hidden, state.past = model._layers(x, frame, None, lambda _: state.read, past=state.past)
+    hidden, state.past = model._layers(x, frame, None, state.read, past=state.past)
     return model.logits(hidden[:, -1]).data[0]
 
 

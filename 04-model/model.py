@@ -2,13 +2,15 @@
 episodic → semantic memory cascade wired in.
 
 When memory is read and written within a step (see README):
-  read   during `forward`: every block's self-attention sees the working cache of its layer;
-         at the source layer (the first memory layer) the segment's query chunks retrieve
-         episodic entries of their own row and the refined semantic slots, which the
-         injection blocks of the memory layers attend to.
+  read   during `forward`, before the first block: each chunk of Part A (its mean token
+         embedding through the retriever) retrieves the top-k episodic entries of its own row,
+         and the segment the top-k semantic slots (refined by the GNN); the injection blocks of
+         the memory layers attend to them. Every block's self-attention also sees the working
+         cache of its layer.
   write  in `write_memory`, after the step: a no-grad pass over the clean segment pushes each
-         layer's inputs into the working cache; the source-layer states of tokens leaving the
-         cache are cut into chunks and written as episodic entries (key from the retriever).
+         layer's inputs into the working cache; tokens leaving the cache are cut into chunks
+         and written as episodic entries: the source layer's (first memory layer's) input
+         states as values, the retriever's projection of their mean token embedding as key.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from mlot.memory.episodic import normalize_rows
 from mlot.memory.gnn import MemoryGNN
 from mlot.model.blocks import AttentionFrame, Block, MemoryInjectionBlock
 from mlot.model.infilling import InfillBatch, SpecialIds, make_infill_batch
-from mlot.model.memory_state import ModelMemory
+from mlot.model.memory_state import SIDE_CHANNELS, ModelMemory
 
 
 @dataclass
@@ -71,7 +73,7 @@ class MLoTSpark(nn.Module):
         self.segment_head = nn.Linear(d, d, rng=rng)
         self.coherence_head = nn.Linear(2 * d, 2, rng=rng)
         self.injection_of_layer = {layer: i for i, layer in enumerate(config.memory_layers)}
-        self.source_layer = min(config.memory_layers) if config.memory_layers else 0
+        self.source_layer = min(config.memory_layers) if config.memory_layers else 0  # episodic values: its inputs
         self.use_working = config.working_cache_len > 0
         self.use_episodic, self.use_semantic = config.episodic, config.semantic
         self.memory: ModelMemory | None = None
@@ -135,31 +137,20 @@ class MLoTSpark(nn.Module):
         caches, cache_lengths = self._working_caches(memory, batch.batch_size)
         n_cache = 0 if caches is None else caches[0].shape[1]
         frame = self.attention_frame(batch.pos_a, batch.prefix_len, cache_lengths, n_cache)
-        read = MemoryRead.empty(batch.batch_size)
-
-        def at_source(x: Tensor) -> MemoryRead:
-            nonlocal read
-            pooled, valid = self.query_chunks(x.data, batch.prefix_len)
-            read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
-                else MemoryRead.empty(batch.batch_size, pooled, valid)
-            return read
-
+        pooled, valid = self.query_chunks(batch.ids, batch.prefix_len)
+        read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
+            else MemoryRead.empty(batch.batch_size, pooled, valid)
         layer_inputs = [] if collect_layer_inputs else None
         x = self.wte(batch.ids) + self.span_pos(batch.pos_b)  # (B, L, d)
-        hidden, presents = self._layers(x, frame, caches, at_source, layer_inputs=layer_inputs)
+        hidden, presents = self._layers(x, frame, caches, read, layer_inputs=layer_inputs)
         return ModelOutput(hidden, self.pool_segment(hidden, batch.prefix_len), read, frame, presents, layer_inputs)
 
-    def _layers(self, x: Tensor, frame: AttentionFrame, caches, read_at_source, past=None, layer_inputs=None):
-        """The blocks, with memory injected in the memory layers; returns (ln_f(x), per-layer keys/values).
-
-        read_at_source: called with the source layer's input, returns the MemoryRead to inject
-        (during decoding, a function returning the read of the prompt).
-        """
-        read, presents = None, []
+    def _layers(self, x: Tensor, frame: AttentionFrame, caches, read: "MemoryRead", past=None, layer_inputs=None):
+        """The blocks, with the memory read injected in the memory layers; returns
+        (ln_f(x), per-layer keys/values)."""
+        presents = []
         for layer, block in enumerate(self.blocks):
-            if layer == self.source_layer:
-                read = read_at_source(x)
-            if read is not None and read.tokens is not None and layer in self.injection_of_layer:
+            if read.tokens is not None and layer in self.injection_of_layer:
                 x = self.injections[self.injection_of_layer[layer]](x, read.tokens, read.count)
             if layer_inputs is not None:
                 layer_inputs.append(x.data)
@@ -206,20 +197,36 @@ class MLoTSpark(nn.Module):
             caches.append(np.where((source >= 0)[:, :, None], aligned, np.float32(0)))
         return caches, lengths
 
-    def query_chunks(self, states: np.ndarray, prefix_len: np.ndarray):
-        """Mean source-layer state of each chunk_len window of Part A: (B, Q, d) and validity (B, Q)."""
-        B, L, d = states.shape
+    def query_chunks(self, ids: np.ndarray, prefix_len: np.ndarray):
+        """Mean token embedding of each chunk_len window of Part A: (B, Q, d) and validity (B, Q).
+
+        Retrieval is lexical-semantic: a chunk is found by the embeddings of its tokens (through
+        the trainable retriever), which name the people, places and numbers a question shares
+        with the passage that answers it; the values read are contextual states.
+        """
+        B = ids.shape[0]
         chunk = self.config.chunk_len
         Q = max(1, -(-int(prefix_len.max()) // chunk))
-        padded = np.zeros((B, Q * chunk, d), dtype=np.float32)
-        width = min(L, Q * chunk)
-        in_part_a = (np.arange(width)[None, :] < prefix_len[:, None]).astype(np.float32)  # (B, width)
-        padded[:, :width] = states[:, :width] * in_part_a[:, :, None]
-        counts = np.zeros((B, Q * chunk), dtype=np.float32)
-        counts[:, :width] = in_part_a
-        counts = counts.reshape(B, Q, chunk).sum(axis=2)  # (B, Q)
-        pooled = padded.reshape(B, Q, chunk, d).sum(axis=2) / np.maximum(counts, 1)[:, :, None]
-        return pooled, counts > 0
+        padded = np.zeros((B, Q * chunk), dtype=np.int64)
+        width = min(ids.shape[1], Q * chunk)
+        padded[:, :width] = ids[:, :width]
+        in_part_a = np.arange(Q * chunk)[None, :] < prefix_len[:, None]  # (B, Q*chunk)
+        return self.pool_embeddings(padded.reshape(B, Q, chunk), in_part_a.reshape(B, Q, chunk))
+
+    def pool_embeddings(self, ids: np.ndarray, valid: np.ndarray):
+        """Mean token direction of the valid tokens of each chunk: ids/valid (..., chunk) -> (..., d), any-valid (...).
+
+        Each embedding is centred on the vocabulary mean and scaled to unit length first: the
+        embeddings share a large common direction that would otherwise make every chunk look
+        alike, and every token should count once, whatever its norm.
+        """
+        table = self.wte.weight.data
+        directions = table - table.mean(axis=0)
+        directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+        weights = valid.astype(np.float32)
+        counts = weights.sum(axis=-1)
+        summed = np.einsum("...t,...td->...d", weights, directions[np.where(valid, ids, 0)])
+        return (summed / np.maximum(counts, 1)[..., None]).astype(np.float32), counts > 0
 
     def retrieval_queries(self, pooled: np.ndarray) -> np.ndarray:
         """Unit retrieval vectors from pooled states (no gradient: for searching)."""
@@ -256,7 +263,8 @@ class MLoTSpark(nn.Module):
         width = max(1, max(len(t) for t in episodic_tokens))
         packed = np.zeros((B, width, d), dtype=np.float32)
         for row, tokens in enumerate(episodic_tokens):
-            packed[row, :len(tokens)] = tokens
+            if len(tokens):  # centred over the row's tokens: hidden states share a large common part
+                packed[row, :len(tokens)] = tokens - tokens.mean(axis=0)
         parts.append(Tensor(packed))
         tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
         return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid)
@@ -277,34 +285,37 @@ class MLoTSpark(nn.Module):
         batch = make_infill_batch(segments, [[] for _ in segments], self.special)
         with no_grad():
             out = self.forward(batch, collect_layer_inputs=True)
-        lengths, width = batch.prefix_len, batch.ids.shape[1]
+        lengths = batch.prefix_len
         for layer, states in enumerate(out.layer_inputs):
             evicted = memory.working.append(layer, states, lengths)
             if layer == self.source_layer:
                 source_evicted = evicted
-        token_surprise = np.ones((memory.batch, width, 1), dtype=np.float32)
+        side = np.ones((memory.batch, batch.ids.shape[1], SIDE_CHANNELS), dtype=np.float32)  # (id, surprise)
+        side[:, :, 0] = batch.ids
         for row, values in enumerate(surprise or []):
-            token_surprise[row, :len(values), 0] = values
-        evicted_surprise = memory.surprise.append(0, token_surprise, lengths)
-        self._store_chunks(memory, memory.cascade.chunks.push(source_evicted),
-                           memory.surprise_chunks.push(evicted_surprise))
+            side[row, :len(values), 1] = values
+        evicted_side = memory.side.append(0, side, lengths)
+        self._store_chunks(memory, memory.cascade.chunks.push(source_evicted), memory.side_chunks.push(evicted_side))
 
     def flush_memory(self, rows=None) -> None:
         """Write the pending partial chunk of the given rows (documents ending, or a context read)."""
         memory = self.memory
-        self._store_chunks(memory, memory.cascade.chunks.flush(rows), memory.surprise_chunks.flush(rows),
+        self._store_chunks(memory, memory.cascade.chunks.flush(rows), memory.side_chunks.flush(rows),
                            rows=range(memory.batch) if rows is None else np.atleast_1d(rows))
 
-    def _store_chunks(self, memory: ModelMemory, chunks, surprise_chunks, rows=None) -> None:
+    def _store_chunks(self, memory: ModelMemory, chunks, side_chunks, rows=None) -> None:
         rows = range(memory.batch) if rows is None else rows
-        for row, (values, lengths), (surprise, _) in zip(rows, chunks, surprise_chunks):
+        for row, (values, lengths), (side, _) in zip(rows, chunks, side_chunks):
             if len(values) == 0:
                 continue
-            pooled = pool_chunks(values, lengths)  # (n, d)
-            keys = self.retrieval_queries(pooled)
-            importance = pool_chunks(surprise, lengths)[:, 0]
-            memory.episodic[row].write(values, lengths, keys, pooled, int(memory.doc_ids[row]),
-                                       int(memory.write_step[0]), importance)
+            token_ids = np.rint(side[:, :, 0]).astype(np.int64)  # (n, chunk_len)
+            valid = np.arange(self.config.chunk_len)[None, :] < lengths[:, None]
+            pooled, _ = self.pool_embeddings(token_ids, valid)  # (n, d)
+            importance = pool_chunks(side[:, :, 1:], lengths)[:, 0]
+            slots = memory.episodic[row].write(values, lengths, self.retrieval_queries(pooled), pooled,
+                                               int(memory.doc_ids[row]), int(memory.write_step[0]), importance)
+            written = slots >= 0
+            memory.entry_tokens[row, slots[written]] = np.where(valid, token_ids, -1)[written]
         memory.write_step += 1
 
     def read_document(self, token_ids, doc_id: int = 0) -> None:

@@ -1,0 +1,79 @@
+"""A tiny model learns to recall a value stated in the first segment of a document when it is
+asked for three segments later, beyond the working cache, so only episodic memory can answer.
+
+Measured when written (seed 0, 300 steps of 32 documents): exact match 0.80 with memory,
+0.15 with memory off (chance is 1/8). The test asserts >= 0.6 against <= 0.3.
+"""
+import numpy as np
+
+from mlot.architecture import ModelConfig, no_grad
+from mlot.architecture import functional as F
+from mlot.architecture.optim import AdamW
+from mlot.model.infilling import make_infill_batch
+from mlot.model.model import MLoTSpark
+
+SEGMENT, CHUNK, N_KEYS, KEY0, VALUE0, FILLER0, VOCAB = 16, 4, 8, 10, 20, 30, 160
+KEY_MARK = 7  # "key:" marker token
+
+
+def recall_documents(rng, batch):
+    """Four segments per document: [.. KEY_MARK k v ..], two of filler, then [.. KEY_MARK k ?].
+
+    The stated pair sits inside one memory chunk; fillers come from a wide vocabulary, as words
+    in text do, so that chunks are told apart by their tokens.
+    """
+    keys = rng.integers(0, N_KEYS, batch)
+    values = rng.integers(0, N_KEYS, batch)
+    documents = rng.integers(FILLER0, VOCAB, (batch, 4, SEGMENT))
+    where = CHUNK * rng.integers(0, SEGMENT // CHUNK, batch) + rng.integers(0, CHUNK - 2, batch)  # within a chunk
+    rows = np.arange(batch)
+    documents[rows, 0, where] = KEY_MARK
+    documents[rows, 0, where + 1] = KEY0 + keys
+    documents[rows, 0, where + 2] = VALUE0 + values
+    documents[:, 3, -3] = KEY_MARK
+    documents[:, 3, -2] = KEY0 + keys
+    documents[:, 3, -1] = VALUE0 + values  # masked: the answer
+    return documents
+
+
+def read_and_ask(model, documents):
+    """Read segments 0..2 into memory, then return the batch asking for the value in segment 3."""
+    batch = len(documents)
+    model.reset_memory(batch_size=batch)
+    for segment in range(3):
+        model.write_memory(list(documents[:, segment]))
+    return make_infill_batch(list(documents[:, 3]), [[(SEGMENT - 1, SEGMENT)]] * batch, model.special)
+
+
+def exact_match(model, rng, n=256):
+    documents = recall_documents(rng, n)
+    with no_grad():
+        batch = read_and_ask(model, documents)
+        out = model(batch)
+        predicted = model.logits(out.hidden).data.argmax(axis=-1)[:, SEGMENT]  # at the [SOP] of the span
+    return float((predicted == documents[:, 3, -1]).mean())
+
+
+def test_episodic_memory_recalls_a_value_beyond_the_working_cache():
+    config = ModelConfig.from_dict(dict(
+        vocab_size=VOCAB, d_model=48, n_layers=2, n_heads=4, segment_len=SEGMENT, max_span_len=2, chunk_len=CHUNK,
+        working_cache_len=SEGMENT, episodic_capacity=16, retrieval_top_k=2, semantic=False, retriever_dim=32,
+        memory_layers=[1], gate_init=1.0))  # a model trained with memory from the start: gate open
+    model = MLoTSpark(config, seed=0)
+    groups = model.parameter_groups()
+    optimizer = AdamW([{"params": groups["backbone"] + groups["episodic"], "lr": 3e-3, "weight_decay": 0.0},
+                       {"params": groups["gates"], "lr": 3e-2, "weight_decay": 0.0}])
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        batch = read_and_ask(model, recall_documents(rng, 32))
+        out = model(batch)
+        loss = F.cross_entropy(model.logits(out.hidden), batch.targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with_memory = exact_match(model, np.random.default_rng(99))
+    model.set_memory(episodic=False)
+    without_memory = exact_match(model, np.random.default_rng(99))
+    print(f"exact match: memory on {with_memory:.2f}, memory off {without_memory:.2f}")
+    assert with_memory >= 0.6 and without_memory <= 0.3, (with_memory, without_memory)
