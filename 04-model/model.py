@@ -328,6 +328,19 @@ class MLoTSpark(nn.Module):
         self.flush_memory()
 
 
+    # --- using the model -------------------------------------------------------------------------------
+    def generate(self, prompt_ids, max_new_tokens: int = 32, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None) -> list:
+        """Continuation tokens of prompt_ids (KV cache; see generation.py, which also streams)."""
+        from mlot.model.generation import generate  # generation builds on this module
+        return list(generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed))
+
+    def infill(self, ids_with_masks, max_span_tokens: int = 16) -> list:
+        """The tokens of every [MASK] span of ids_with_masks, filled greedily in order."""
+        from mlot.model.generation import infill
+        return infill(self, ids_with_masks, max_span_tokens)
+
+
 def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Distinct slots of several queries' top-k lists, best score first (ties: lower slot)."""
     slots, scores = slots.ravel(), scores.ravel()

@@ -184,3 +184,12 @@ def test_parameter_groups_are_disjoint_and_complete():
     assert {id(p) for p in model.memory_parameters()} == {id(p) for g in ("episodic", "semantic", "gates")
                                                         for p in groups[g]}
     assert id(model.wte.weight) in {id(p) for p in model.backbone_parameters()}
+
+
+def test_generate_and_infill_methods():
+    model = filled_model(batch=1)
+    first = model.generate(np.arange(10, 30), max_new_tokens=6, temperature=1.0, top_k=5, seed=4)
+    again = filled_model(batch=1).generate(np.arange(10, 30), max_new_tokens=6, temperature=1.0, top_k=5, seed=4)
+    assert first == again and len(first) <= 6
+    spans = model.infill(np.array([11, 3, 12, 13, 3, 14]), max_span_tokens=3)
+    assert len(spans) == 2 and all(len(span) <= 3 for span in spans)
