@@ -19,9 +19,10 @@ import json
 import math
 import numbers
 import os
-import secrets
 import types
 import typing
+
+from mlot.architecture.atomic import atomic_output
 
 
 class ConfigError(ValueError):
@@ -198,29 +199,11 @@ def read_json_object(path):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON so that ``path`` holds either the old file or the complete new one:
-    serialise first, write a temporary file in the same directory, fsync, rename over."""
-    path = os.fspath(path)
+    """Write ``obj`` as JSON so that ``path`` holds either the old file or the complete new one
+    (serialised first, so a value JSON cannot hold leaves the old file untouched)."""
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        directory_descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory_descriptor)
-        finally:
-            os.close(directory_descriptor)
+    with atomic_output(os.path.abspath(os.fspath(path)), "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 # ------------------------------------------------------------------------- config base

@@ -60,7 +60,6 @@ import math
 import numbers
 import os
 import re
-import secrets
 import struct
 import sys
 import tempfile
@@ -72,6 +71,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from mlot.architecture.atomic import atomic_output
 
 FORMAT_NAME = "mlot-checkpoint"
 FORMAT_VERSION = 2
@@ -179,35 +180,6 @@ def _checked_step(step):
 
 # ---------------------------------------------------------------------------------- writing
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable (POSIX; a no-op where directories cannot be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path):
-    """A binary file on a temporary name beside `path`; on success flushed, fsynced and renamed
-    onto `path`, so readers see the old file or the complete new one; on failure removed."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
-
-
 def _worth_deflating(payload: memoryview) -> bool:
     """Whether deflate shrinks this member by more than 10 %, judged on four spread samples."""
     size = len(payload)
@@ -236,7 +208,7 @@ def _manifest(step, parent, meta, descriptions: dict, members: dict) -> dict:
 def _write_archive(path: Path, manifest: dict, stored_arrays: dict, compress: bool) -> None:
     """Write `stored_arrays` ({member: array}) and the manifest into `path`, atomically."""
     manifest_text = json.dumps(manifest, indent=1, ensure_ascii=False)
-    with _atomic_output(path) as handle, zipfile.ZipFile(handle, "w") as archive:
+    with atomic_output(path) as handle, zipfile.ZipFile(handle, "w") as archive:
         for member, array in stored_arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, array, allow_pickle=False)
