@@ -1,0 +1,150 @@
+"""The training objectives of the spec: contextual reconstruction (0.7), memory consistency (0.2)
+and coherence (0.1), each a function of the model's output, logged on its own.
+
+- Reconstruction: cross-entropy of the masked spans (GLM's Part B), the spans sampled at
+  several scales by the curriculum; per-token losses come back too, as each token's surprise
+  (the importance of the episodic entry it will become).
+- Consistency: (a) retrieval alignment, InfoNCE: each query chunk of a segment must score its
+  own document's stored entries above the entries of the other documents of the batch;
+  (b) commitment: an entry's key stays close to the key of its nearest semantic slot (VQ-VAE's
+  commitment term), so consolidation keeps meaning what it was built from.
+- Coherence: segment-order prediction; two segments of one document, in order or swapped,
+  and a small head says which. Its held-out accuracy is the coherence score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlot.architecture import Tensor, concat, where
+from mlot.architecture import functional as F
+from mlot.model.infilling import IGNORE_INDEX
+
+DEFAULT_WEIGHTS = {"reconstruction": 0.7, "consistency": 0.2, "coherence": 0.1}
+
+
+@dataclass
+class Losses:
+    total: Tensor
+    terms: dict                                        # name -> float, every term on its own
+    target_losses: list = field(default_factory=list)  # per row, the loss of each Part B target, in order
+    coherence_correct: int = 0
+    coherence_count: int = 0
+
+
+def reconstruction_loss(model, out, batch):
+    """Mean cross-entropy over the Part B targets, and each target's loss as an array.
+
+    Logits are computed only at target positions (the output projection is the largest
+    product of the step, and Part A needs none).
+    """
+    rows, cols = np.nonzero(batch.targets != IGNORE_INDEX)
+    if rows.size == 0:
+        return Tensor(np.zeros((), dtype=out.hidden.dtype)), rows, cols, np.zeros(0)
+    logits = model.logits(out.hidden[rows, cols])  # (N, V)
+    targets = batch.targets[rows, cols]
+    loss = F.cross_entropy(logits, targets)
+    z = logits.data.astype(np.float64)
+    peak = z.max(axis=1)
+    per_token = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1)) - z[np.arange(len(targets)), targets]
+    return loss, rows, cols, per_token
+
+
+def _unit(x: Tensor) -> Tensor:
+    return x / ((x * x).sum(axis=-1, keepdims=True) + 1e-12).sqrt()
+
+
+def retrieval_alignment_loss(model, out, temperature: float = 0.1):
+    """InfoNCE over the batch: a query chunk's positives are its own row's live entries, its
+    negatives every other row's. Keys are recomputed from the stored pooled vectors through the
+    retriever, so the gradient reaches it; None when no row has both entries and a rival."""
+    memory = model.memory
+    if memory is None or out.read.query_pooled is None:
+        return None
+    entry_pooled, entry_rows = [], []
+    for row, store in enumerate(memory.episodic):
+        live = np.flatnonzero(store.live)
+        entry_pooled.append(store.pooled[live])
+        entry_rows.append(np.full(len(live), row))
+    entry_rows = np.concatenate(entry_rows)
+    query_rows, query_chunks = np.nonzero(out.read.query_valid)
+    usable = np.isin(query_rows, entry_rows) & (np.bincount(entry_rows, minlength=memory.batch)[query_rows]
+                                                < len(entry_rows))
+    if not usable.any():
+        return None
+    query_rows, query_chunks = query_rows[usable], query_chunks[usable]
+    queries = _unit(model.retriever(Tensor(out.read.query_pooled[query_rows, query_chunks])))  # (Nq, r)
+    keys = _unit(model.retriever(Tensor(np.concatenate(entry_pooled))))  # (Ne, r)
+    scores = (queries @ keys.T) * (1.0 / temperature)  # (Nq, Ne)
+    positive = query_rows[:, None] == entry_rows[None, :]
+    log_all = _logsumexp(scores)
+    log_positive = _logsumexp(scores.masked_fill(~positive, -1e9))
+    return (log_all - log_positive).mean()
+
+
+def _logsumexp(x: Tensor) -> Tensor:
+    """log(sum(exp(x))) over the last axis, shifted by the (constant) row maximum."""
+    peak = Tensor(x.data.max(axis=-1, keepdims=True))
+    return ((x - peak).exp().sum(axis=-1, keepdims=True).log() + peak).reshape(-1)
+
+
+def commitment_loss(model):
+    """Mean (1 - cosine) between each live episodic entry's key and its nearest semantic slot's key."""
+    memory = model.memory
+    if memory is None or memory.semantic.size == 0:
+        return None
+    pooled = np.concatenate([store.pooled[store.live] for store in memory.episodic])
+    if len(pooled) == 0:
+        return None
+    keys = _unit(model.retriever(Tensor(pooled)))  # (Ne, r)
+    slots = memory.semantic.keys[memory.semantic.live]  # (S, r), unit
+    nearest = slots[np.argmax(keys.data @ slots.T, axis=1)]  # (Ne, r), constants
+    return 1.0 - (keys * Tensor(nearest)).sum(axis=-1).mean()
+
+
+def coherence_loss(model, segment_vectors: Tensor, previous: np.ndarray, has_previous: np.ndarray,
+                   swapped: np.ndarray):
+    """Cross-entropy of the order head on (earlier, later) pairs, some swapped.
+
+    segment_vectors: (B, d) this step's segments; previous: (B, d) the same documents' previous
+    segment (constants); has_previous: (B,) rows where one exists; swapped: (B,) bool, the pair
+    shown as (later, earlier), label 0; in order, label 1. Returns (loss, correct, count).
+    """
+    rows = np.flatnonzero(has_previous)
+    if rows.size == 0:
+        return None, 0, 0
+    current = segment_vectors[rows]
+    earlier = Tensor(previous[rows].astype(current.dtype))
+    flip = swapped[rows][:, None]  # (n, 1)
+    first, second = where(flip, current, earlier), where(flip, earlier, current)
+    logits = model.coherence_head(concat([first, second], axis=-1))  # (n, 2)
+    labels = (~swapped[rows]).astype(np.int64)
+    correct = int((logits.data.argmax(axis=1) == labels).sum())
+    return F.cross_entropy(logits, labels), correct, int(rows.size)
+
+
+def training_losses(model, out, batch, weights: dict, previous=None, has_previous=None, swapped=None,
+                    use_consistency: bool = True, use_commitment: bool = True) -> Losses:
+    """The weighted sum of every term the curriculum switches on, and each term as a float."""
+    weights = {**DEFAULT_WEIGHTS, **weights}
+    reconstruction, rows, cols, per_token = reconstruction_loss(model, out, batch)
+    total = reconstruction * weights["reconstruction"]
+    terms = {"loss_reconstruction": reconstruction.item()}
+    consistency = None
+    if use_consistency:
+        parts = [retrieval_alignment_loss(model, out)] + ([commitment_loss(model)] if use_commitment else [])
+        parts = [p for p in parts if p is not None]
+        if parts:
+            consistency = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            total = total + consistency * weights["consistency"]
+    terms["loss_consistency"] = consistency.item() if consistency is not None else 0.0
+    coherence, correct, count = (None, 0, 0)
+    if previous is not None:
+        coherence, correct, count = coherence_loss(model, out.segment_vector, previous, has_previous, swapped)
+    if coherence is not None:
+        total = total + coherence * weights["coherence"]
+    terms["loss_coherence"] = coherence.item() if coherence is not None else 0.0
+    terms["loss"] = total.item()
+    target_losses = [per_token[rows == row] for row in range(batch.batch_size)]
+    return Losses(total, terms, target_losses, correct, count)
