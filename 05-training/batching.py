@@ -1,0 +1,88 @@
+"""Memory-aware batching: `batch_size` rows each read one document segment by segment.
+
+A step takes the next segment of every row, so a row's memory holds its own document's past.
+When a row's document ends, the row takes the next document of the epoch order. The order is
+shuffled, then sorted by length within blocks of `batch_size * BUCKET_BLOCKS` documents (length
+buckets): rows read documents of similar segment counts side by side, so their documents end
+at about the same step and few rows idle or reset out of step. The position is a handful of
+integer arrays, saved in checkpoints, and global (not tied to the number of rows that read it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BUCKET_BLOCKS = 8
+
+
+class DocumentStream:
+    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, batch_size: int, seed: int):
+        if len(doc_starts) == 0:
+            raise ValueError("the dataset has no documents")
+        self.tokens, self.batch_size, self.seed = tokens, batch_size, seed
+        self.doc_starts = np.asarray(doc_starts, dtype=np.int64)
+        self.doc_ends = np.append(self.doc_starts[1:], len(tokens))
+        self.epoch = 0
+        self.order = self._epoch_order(0)
+        self.next_index = 0                                      # next position in `order`
+        self.row_doc = np.full(batch_size, -1, dtype=np.int64)   # document each row reads
+        self.row_offset = np.zeros(batch_size, dtype=np.int64)   # tokens of it already read
+        self.row_segment = np.zeros(batch_size, dtype=np.int64)  # segments of it already read
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.doc_starts))
+        lengths = (self.doc_ends - self.doc_starts)[order]
+        block = self.batch_size * BUCKET_BLOCKS
+        for start in range(0, len(order), block):
+            part = slice(start, start + block)
+            order[part] = order[part][np.argsort(lengths[part], kind="stable")]
+        return order
+
+    def _take_document(self) -> int:
+        if self.next_index == len(self.order):
+            self.epoch += 1
+            self.order = self._epoch_order(self.epoch)
+            self.next_index = 0
+        self.next_index += 1
+        return int(self.order[self.next_index - 1])
+
+    def next_segments(self, segment_len: int, max_segments: int | None = None):
+        """Each row's next segment (and which rows started a new document with it).
+
+        Rows whose document ended (or reached max_segments) first take a new one. Returns
+        (segments: list of int64 arrays, new_document: (B,) bool, doc_ids: (B,) int64).
+        """
+        new_document = np.zeros(self.batch_size, dtype=bool)
+        for row in range(self.batch_size):
+            doc = self.row_doc[row]
+            exhausted = doc < 0 or self.doc_starts[doc] + self.row_offset[row] >= self.doc_ends[doc] or \
+                (max_segments is not None and self.row_segment[row] >= max_segments)
+            if exhausted:
+                self.row_doc[row], self.row_offset[row], self.row_segment[row] = self._take_document(), 0, 0
+                new_document[row] = True
+        segments = []
+        for row in range(self.batch_size):
+            start = self.doc_starts[self.row_doc[row]] + self.row_offset[row]
+            end = min(start + segment_len, self.doc_ends[self.row_doc[row]])
+            segments.append(np.asarray(self.tokens[start:end], dtype=np.int64))
+            self.row_offset[row] += end - start
+            self.row_segment[row] += 1
+        return segments, new_document, self.row_doc.copy()
+
+    def ending(self, max_segments: int | None = None) -> np.ndarray:
+        """(B,) bool: rows whose document has no further segment to read."""
+        at_end = self.doc_starts[self.row_doc] + self.row_offset >= self.doc_ends[self.row_doc]
+        if max_segments is not None:
+            at_end |= self.row_segment >= max_segments
+        return at_end & (self.row_doc >= 0)
+
+    def state_dict(self) -> dict:
+        return {"epoch": np.array(self.epoch), "next_index": np.array(self.next_index), "row_doc": self.row_doc.copy(),
+                "row_offset": self.row_offset.copy(), "row_segment": self.row_segment.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["row_doc"].shape != (self.batch_size,):
+            raise ValueError(f"data position saved for {state['row_doc'].shape[0]} rows, this run has {self.batch_size}")
+        self.epoch, self.next_index = int(state["epoch"]), int(state["next_index"])
+        self.order = self._epoch_order(self.epoch)
+        for name in ("row_doc", "row_offset", "row_segment"):
+            setattr(self, name, np.array(state[name], dtype=np.int64))

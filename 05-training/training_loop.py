@@ -1,0 +1,324 @@
+"""The memory-aware training loop: documents read segment by segment, memory written after every
+step, consolidated on schedule, the curriculum deciding difficulty, memory tiers and loss terms.
+
+One step, for `batch_size` rows each reading its own document:
+  1. next segment of every row (a row whose document ended was consolidated, reset and given a
+     new one); spans to mask drawn at the curriculum's scales;
+  2. forward (reads working cache, episodic entries, semantic slots), losses, backward;
+  3. a non-finite loss or gradient skips the update (counted); else clip, AdamW, schedules;
+  4. write the clean segments to memory, each token carrying its reconstruction loss;
+  5. consolidation when due; validation every eval_interval; a metrics line every log_interval.
+
+    python 05-training/training_loop.py --monitor --checkpoint_dir checkpoints/
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mlot.architecture import no_grad
+from mlot.architecture.atomic import atomic_output
+from mlot.architecture.config import JsonConfig, check
+from mlot.architecture.optim import AdamW, ReduceLROnPlateau, WarmupCosine, clip_grad_norm_, grads_are_finite
+from mlot.model.infilling import make_infill_batch
+from mlot.training.batching import DocumentStream
+from mlot.training.curriculum import Curriculum, CurriculumConfig, sample_spans
+from mlot.training.loss_functions import coherence_loss, training_losses
+from mlot.training.memory_transfer import ConsolidationConfig, MemoryConsolidator
+
+
+@dataclasses.dataclass
+class TrainConfig(JsonConfig):
+    """How to train (the model's shape is ModelConfig)."""
+    batch_size: int = 8             # document streams read side by side
+    max_steps: int = 1000
+    lr: float = 1e-3                # backbone peak learning rate
+    episodic_lr: float = 3e-3       # retriever and memory injection blocks
+    semantic_lr: float = 3e-3       # GNN
+    gate_lr: float = 3e-2           # memory gates: own group, no weight decay (they must be free to open)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    eval_interval: int = 100        # steps between validations
+    eval_batches: int = 4           # validation batches of batch_size documents' first segments
+    log_interval: int = 10          # steps between metrics.jsonl lines
+    save_interval: int = 100        # steps between checkpoints
+    keep_checkpoints: int = 3
+    full_checkpoint_every: int = 5
+    seed: int = 0
+    curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
+    consolidation: ConsolidationConfig = dataclasses.field(default_factory=ConsolidationConfig)
+
+    def validate(self):
+        for key in ("batch_size", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
+                    "keep_checkpoints", "full_checkpoint_every"):
+            check(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
+        for key in ("lr", "episodic_lr", "semantic_lr", "gate_lr", "grad_clip"):
+            check(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key,
+                  f"must be a finite number > 0, got {getattr(self, key)}")
+        check(0 <= self.warmup_steps < self.max_steps, "warmup_steps",
+              f"must lie in [0, max_steps={self.max_steps}), got {self.warmup_steps}")
+        check(0 <= self.weight_decay < 1, "weight_decay", f"must lie in [0, 1), got {self.weight_decay}")
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Holds everything a run is: model, optimizer, schedules, curriculum, consolidator, data
+    position and RNG; `state()` and `load_state()` give and take all of it as arrays + JSON."""
+
+    def __init__(self, model, train_split, val_split, config: TrainConfig, dataset=None):
+        self.model, self.config = model, config
+        self.dataset = None if dataset is None else str(Path(dataset).resolve())  # recorded for --resume
+        self.train_split, self.val_split = train_split, val_split
+        groups = model.parameter_groups()
+        rates = {"backbone": config.lr, "episodic": config.episodic_lr, "semantic": config.semantic_lr,
+                 "gates": config.gate_lr}
+        self.optimizer = AdamW([{"name": name, "params": params, "lr": rates[name],
+                                 "weight_decay": 0.0 if name == "gates" else config.weight_decay}
+                                for name, params in groups.items() if any(p.requires_grad for p in params)])
+        names = [group["name"] for group in self.optimizer.param_groups]
+        self.schedules = [WarmupCosine(self.optimizer, config.warmup_steps, config.max_steps, group=n) for n in names]
+        self.plateaus = [ReduceLROnPlateau(self.optimizer, group=n) for n in names]
+        self.curriculum = Curriculum(config.curriculum)
+        self.consolidator = MemoryConsolidator(config.consolidation)
+        self.stream = DocumentStream(train_split.tokens, train_split.doc_starts, config.batch_size, config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.step = self.tokens = self.skipped = 0
+        self.previous_vectors = np.zeros((config.batch_size, model.config.d_model), dtype=np.float32)
+        self.has_previous = np.zeros(config.batch_size, dtype=bool)
+        self.last_validation: dict = {}
+        model.reset_memory(batch_size=config.batch_size)
+
+    # --- one step -----------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        model, phase, config = self.model, self.curriculum.phase, self.config
+        segment_len = max(model.config.chunk_len, phase.segment_tokens(model.config.segment_len))
+        ending = self.stream.ending(phase.segments_per_doc)
+        if ending.any():
+            self.consolidator.consolidate(model.memory, rows=np.flatnonzero(ending), reason="document_end")
+            model.reset_memory(rows=np.flatnonzero(ending))
+            self.has_previous[ending] = False
+        segments, new_document, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc)
+        spans = [sample_spans(len(segment), phase, self.rng, model.config.max_span_len) for segment in segments]
+        batch = make_infill_batch(segments, spans, model.special)
+        model.set_memory(**dict(phase.memory))
+        swapped = self.rng.random(config.batch_size) < 0.5
+        out = model(batch)
+        losses = training_losses(model, out, batch, dict(phase.loss_weights), self.previous_vectors,
+                                 self.has_previous, swapped, use_consistency=phase.loss_weights["consistency"] > 0,
+                                 use_commitment=phase.consistency_commitment)
+        self.optimizer.zero_grad()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        finite = math.isfinite(losses.terms["loss"])
+        if finite:
+            losses.total.backward()
+            finite = grads_are_finite(params)
+        if finite:
+            grad_norm = clip_grad_norm_(params, config.grad_clip)
+            self.optimizer.step()
+        else:
+            grad_norm = float("nan")
+            self.skipped += 1
+        for schedule in self.schedules:
+            schedule.step()
+        model.write_memory(segments, surprise=_token_surprise(segments, spans, losses.target_losses), doc_ids=doc_ids)
+        self.previous_vectors = out.segment_vector.data.astype(np.float32)
+        self.has_previous[:] = True
+        self.step += 1
+        self.tokens += int(sum(len(s) for s in segments))
+        consolidation = self.consolidator.step(model.memory, self.step)
+        self.curriculum.observe_train_loss(self.step, losses.terms["loss_reconstruction"])
+        return {**losses.terms, "grad_norm": grad_norm, "coherence_correct": losses.coherence_correct,
+                "coherence_count": losses.coherence_count, "consolidated": consolidation is not None}
+
+    # --- validation -------------------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Reconstruction loss and span accuracy on held-out documents (first segments, masked at the
+        current phase's scales, memory of the training rows set aside), and the coherence score."""
+        model, phase = self.model, self.curriculum.phase
+        saved = model.memory.state_dict()
+        rng = np.random.default_rng([self.config.seed, 7])
+        totals = {"loss": 0.0, "correct": 0, "targets": 0, "order_correct": 0, "order_count": 0}
+        B = self.config.batch_size
+        with no_grad():
+            for index in range(self.config.eval_batches):
+                docs = [self.val_split.document((index * B + row) % len(self.val_split)) for row in range(B)]
+                model.reset_memory(batch_size=B)
+                first = [doc[:model.config.segment_len] for doc in docs]
+                second = [doc[model.config.segment_len:2 * model.config.segment_len] for doc in docs]
+                spans = [sample_spans(len(s), phase, rng, model.config.max_span_len) for s in first]
+                batch = make_infill_batch(first, spans, model.special)
+                out = model(batch)
+                rows, cols = np.nonzero(batch.targets != -100)
+                logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)
+                targets = batch.targets[rows, cols]
+                peak = logits.max(axis=1)
+                lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+                totals["loss"] += float((lse - logits[np.arange(len(targets)), targets]).sum())
+                totals["correct"] += int((logits.argmax(axis=1) == targets).sum())
+                totals["targets"] += len(targets)
+                has_second = np.array([len(s) > 0 for s in second])
+                if has_second.any():
+                    model.write_memory(first)
+                    out2 = model(make_infill_batch([s if len(s) else f for s, f in zip(second, first)],
+                                                   [[]] * B, model.special))
+                    swapped = rng.random(B) < 0.5
+                    _, correct, count = coherence_loss(model, out2.segment_vector, out.segment_vector.data,
+                                                        has_second, swapped)
+                    totals["order_correct"] += correct
+                    totals["order_count"] += count
+        model.reset_memory(batch_size=B)
+        model.memory.load_state_dict(saved)
+        result = {"val_loss": totals["loss"] / max(totals["targets"], 1),
+                  "val_span_accuracy": totals["correct"] / max(totals["targets"], 1),
+                  "coherence_score": totals["order_correct"] / max(totals["order_count"], 1)}
+        self.last_validation = result
+        event = self.curriculum.observe_validation(self.step, result["val_loss"])
+        plateau = any(p.step(result["val_loss"]) for p in self.plateaus)
+        self.consolidator.step(model.memory, self.step, plateau=plateau or event is not None)
+        return result
+
+    # --- the run --------------------------------------------------------------------------------------------
+    def run(self, checkpoints, metrics_path: Path, until_step: int, progress: bool = True, should_stop=lambda: False):
+        """Train to `until_step`, logging, validating and saving on their intervals; a final
+        checkpoint when it stops (the end, or should_stop() turning true after a step)."""
+        config = self.config
+        bar = tqdm(total=until_step, initial=self.step, unit="step", desc="train", disable=not progress,
+                   dynamic_ncols=True)
+        window_tokens, window_start = 0, time.perf_counter()
+        try:
+            while self.step < until_step and not should_stop():
+                before = self.tokens
+                result = self.train_step()
+                window_tokens += self.tokens - before
+                validation = self.evaluate() if self.step % config.eval_interval == 0 else None
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+                if self.step % config.log_interval == 0 or validation is not None:
+                    append_metrics(metrics_path, {**self.metrics(result, tokens_per_s), **(validation or {})})
+                    window_tokens, window_start = 0, time.perf_counter()
+                if self.step % config.save_interval == 0:
+                    checkpoints.save(self.step, *self.state())
+                bar.update(1)
+                bar.set_postfix(loss=f"{result['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}",
+                                stage=self.curriculum.phase.stage)
+        finally:
+            bar.close()
+        if self.step % config.save_interval != 0:
+            checkpoints.save(self.step, *self.state())
+
+    # --- metrics ------------------------------------------------------------------------------------------
+    def metrics(self, step_result: dict, tokens_per_s: float) -> dict:
+        phase = self.curriculum.phase
+        return {"step": self.step, "tokens": self.tokens,
+                **{k: round(float(v), 6) for k, v in step_result.items() if k.startswith("loss")},
+                "grad_norm": round(float(step_result["grad_norm"]), 4),
+                "lr": {group["name"]: group["lr"] for group in self.optimizer.param_groups},
+                "tokens_per_s": round(tokens_per_s, 1), "rss_mb": round(rss_mb(), 1),
+                "curriculum_stage": phase.stage, "curriculum_phase": phase.index,
+                **self.model.memory.stats(), "consolidations": self.consolidator.totals.get("events", 0),
+                "consolidation": dict(self.consolidator.totals), "skipped_steps": self.skipped}
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:
+        """(arrays, meta): everything needed to continue exactly, for the checkpoint writer."""
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optimizer = self.optimizer.state_dict()
+        arrays.update({f"optim.{k}": v for k, v in optimizer["arrays"].items()})
+        arrays.update({f"memory.{k}": v for k, v in self.model.memory.state_dict().items()})
+        arrays.update({f"data.{k}": v for k, v in self.stream.state_dict().items()})
+        arrays["trainer.previous_vectors"] = self.previous_vectors
+        arrays["trainer.has_previous"] = self.has_previous
+        meta = {"model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
+                "dataset": self.dataset,
+                "step": self.step, "tokens": self.tokens, "skipped": self.skipped,
+                "optimizer": optimizer["meta"], "schedules": [s.state_dict() for s in self.schedules],
+                "plateaus": [p.state_dict() for p in self.plateaus], "curriculum": self.curriculum.state_dict(),
+                "consolidator": self.consolidator.state_dict(), "rng": self.rng.bit_generator.state,
+                "dropout_rngs": [m.rng.bit_generator.state for _, m in self.model.named_modules() if hasattr(m, "rng")],
+                "last_validation": self.last_validation}
+        return arrays, meta
+
+    def load_state(self, arrays: dict, meta: dict) -> None:
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.model.load_state_dict(part("model."))
+        self.optimizer.load_state_dict({"meta": meta["optimizer"], "arrays": part("optim.")})
+        for schedule, state in zip(self.schedules, meta["schedules"]):
+            schedule.load_state_dict(state)
+        for plateau, state in zip(self.plateaus, meta["plateaus"]):
+            plateau.load_state_dict(state)
+        self.model.memory.load_state_dict(part("memory."))
+        self.stream.load_state_dict(part("data."))
+        self.curriculum.load_state_dict(meta["curriculum"])
+        self.consolidator.load_state_dict(meta["consolidator"])
+        self.rng.bit_generator.state = meta["rng"]
+        for (_, module), state in zip([(n, m) for n, m in self.model.named_modules() if hasattr(m, "rng")],
+                                      meta["dropout_rngs"]):
+            module.rng.bit_generator.state = state
+        self.previous_vectors = np.array(arrays["trainer.previous_vectors"], dtype=np.float32)
+        self.has_previous = np.array(arrays["trainer.has_previous"], dtype=bool)
+        self.step, self.tokens, self.skipped = meta["step"], meta["tokens"], meta["skipped"]
+        self.last_validation = meta.get("last_validation", {})
+
+
+def _token_surprise(segments, spans, target_losses):
+    """Per segment token: its reconstruction loss when it was masked, else the row's mean loss."""
+    surprise = []
+    for segment, row_spans, losses in zip(segments, spans, target_losses):
+        values = np.full(len(segment), float(losses.mean()) if len(losses) else 1.0, dtype=np.float32)
+        cursor = 0
+        for start, end in row_spans:  # Part B targets: each span's tokens, then its [EOP]
+            values[start:end] = losses[cursor:cursor + end - start]
+            cursor += end - start + 1
+        surprise.append(values)
+    return surprise
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    """One JSON line per logged step, flushed at once (a crash loses at most the line being written)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop the lines an interrupted run logged after the checkpoint it resumes from."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue
+    with atomic_output(path, "w", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in kept))
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(description="The training loop; with --monitor, show a run's progress.")
+    parser.add_argument("--monitor", action="store_true", help="show the curves of a run (see monitor.py)")
+    args, rest = parser.parse_known_args(argv)
+    if not args.monitor:
+        parser.error("run training with train.py; this command takes --monitor --checkpoint_dir DIR")
+    from mlot.training.monitor import main as monitor_main
+    return monitor_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
