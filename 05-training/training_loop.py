@@ -156,8 +156,8 @@ class Trainer:
             for index in range(self.config.eval_batches):
                 docs = [self.val_split.document((index * B + row) % len(self.val_split)) for row in range(B)]
                 model.reset_memory(batch_size=B)
-                first = [doc[:model.config.segment_len] for doc in docs]
-                second = [doc[model.config.segment_len:2 * model.config.segment_len] for doc in docs]
+                length = max(model.config.chunk_len, phase.segment_tokens(model.config.segment_len))
+                first, second = [doc[:length] for doc in docs], [doc[length:2 * length] for doc in docs]
                 spans = [sample_spans(len(s), phase, rng, model.config.max_span_len) for s in first]
                 batch = make_infill_batch(first, spans, model.special)
                 out = model(batch)
