@@ -122,7 +122,7 @@ class Trainer:
         self.optimizer.zero_grad()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         finite = math.isfinite(losses.terms["loss"])
-        if finite:
+        if finite and losses.total.requires_grad:  # nothing trainable is used (e.g. frozen backbone, no memory yet)
             losses.total.backward()
             finite = grads_are_finite(params)
         if finite:

@@ -1,7 +1,6 @@
 """train.py end to end on configs/tiny.json: exact resume after SIGKILL, fallback from a damaged
 checkpoint, and one-line errors for a user's mistakes."""
 import json
-import os
 import signal
 import subprocess
 import sys
