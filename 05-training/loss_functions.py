@@ -51,6 +51,21 @@ def reconstruction_loss(model, out, batch):
     return loss, rows, cols, per_token
 
 
+SHORT_SPAN_MAX = 3  # spans up to this many tokens count as the short scale in the log
+
+
+def _loss_by_span_scale(batch, rows, cols, per_token) -> dict:
+    """Mean target loss of short spans (<= SHORT_SPAN_MAX tokens) and of long ones, logged apart
+    (a span's targets share its row and [MASK] position; one of them is its [EOP])."""
+    if rows.size == 0:
+        return {}
+    span_keys = rows * (batch.pos_a.max() + 1) + batch.pos_a[rows, cols]
+    _, inverse, counts = np.unique(span_keys, return_inverse=True, return_counts=True)
+    short = counts[inverse] - 1 <= SHORT_SPAN_MAX
+    return {f"loss_reconstruction_{name}": float(per_token[chosen].mean())
+            for name, chosen in (("short", short), ("long", ~short)) if chosen.any()}
+
+
 def _unit(x: Tensor) -> Tensor:
     return x / ((x * x).sum(axis=-1, keepdims=True) + 1e-12).sqrt()
 
@@ -130,7 +145,7 @@ def training_losses(model, out, batch, weights: dict, previous=None, has_previou
     weights = {**DEFAULT_WEIGHTS, **weights}
     reconstruction, rows, cols, per_token = reconstruction_loss(model, out, batch)
     total = reconstruction * weights["reconstruction"]
-    terms = {"loss_reconstruction": reconstruction.item()}
+    terms = {"loss_reconstruction": reconstruction.item(), **_loss_by_span_scale(batch, rows, cols, per_token)}
     consistency = None
     if use_consistency:
         parts = [retrieval_alignment_loss(model, out)] + ([commitment_loss(model)] if use_commitment else [])

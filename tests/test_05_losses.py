@@ -104,3 +104,20 @@ def test_weighted_total_and_terms():
                                       + 0.1 * t["loss_coherence"], rel=1e-5)
     assert t["loss_consistency"] > 0 and t["loss_coherence"] > 0 and losses.coherence_count == 1
     assert [len(x) for x in losses.target_losses] == [5, 5]
+    # spans (2, 4) and (7, 8) of both rows: 2 tokens + [EOP] and 1 token + [EOP], both short
+    assert t["loss_reconstruction_short"] == pytest.approx(t["loss_reconstruction"], rel=1e-5)
+    assert "loss_reconstruction_long" not in t
+
+
+def test_span_scales_are_logged_apart():
+    model = filled_model()
+    rng = np.random.default_rng(4)
+    segments = [rng.integers(10, 40, 12) for _ in range(2)]
+    batch = make_infill_batch(segments, [[(0, 1), (3, 9)], [(5, 10)]], SPECIAL)
+    out = model(batch, record_access=False)
+    losses = training_losses(model, out, batch, {})
+    _, rows, cols, per_token = reconstruction_loss(model, out, batch)
+    short = np.zeros(len(rows), bool)
+    short[:2] = True  # targets in row-major order: row 0's span (0, 1) gives t0 and [EOP] first
+    assert losses.terms["loss_reconstruction_short"] == pytest.approx(per_token[short].mean(), rel=1e-5)
+    assert losses.terms["loss_reconstruction_long"] == pytest.approx(per_token[~short].mean(), rel=1e-5)
