@@ -6,6 +6,11 @@ shuffled, then sorted by length within blocks of `batch_size * BUCKET_BLOCKS` do
 buckets): rows read documents of similar segment counts side by side, so their documents end
 at about the same step and few rows idle or reset out of step. The position is a handful of
 integer arrays, saved in checkpoints, and global (not tied to the number of rows that read it).
+
+Vocabulary rarity, the curriculum's last difficulty axis, is measured on the token stream
+itself: a document's rarity is the mean self-information -log p(token) of its tokens under the
+corpus's unigram distribution, and its level (1..n) is its rarity quantile (by rank). Early phases read
+only the commoner documents.
 """
 from __future__ import annotations
 
@@ -14,13 +19,26 @@ import numpy as np
 BUCKET_BLOCKS = 8
 
 
+def rarity_levels(tokens: np.ndarray, doc_starts: np.ndarray, n_levels: int) -> np.ndarray:
+    """(documents,) int in 1..n_levels: the quantile of each document's mean token self-information."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    counts = np.bincount(ids)
+    information = -np.log(counts / counts.sum(), where=counts > 0, out=np.zeros(len(counts)))
+    lengths = np.diff(np.append(doc_starts, len(ids)))
+    rarity = np.add.reduceat(information[ids], doc_starts) / lengths
+    levels = np.empty(len(rarity), dtype=np.int64)
+    levels[np.argsort(rarity, kind="stable")] = 1 + (np.arange(len(rarity)) * n_levels) // len(rarity)
+    return levels  # by rank, so level 1 is never empty
+
+
 class DocumentStream:
-    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, batch_size: int, seed: int, n_levels: int = 1):
         if len(doc_starts) == 0:
             raise ValueError("the dataset has no documents")
         self.tokens, self.batch_size, self.seed = tokens, batch_size, seed
         self.doc_starts = np.asarray(doc_starts, dtype=np.int64)
         self.doc_ends = np.append(self.doc_starts[1:], len(tokens))
+        self.doc_levels = rarity_levels(tokens, self.doc_starts, n_levels)
         self.epoch = 0
         self.order = self._epoch_order(0)
         self.next_index = 0                                      # next position in `order`
@@ -37,19 +55,24 @@ class DocumentStream:
             order[part] = order[part][np.argsort(lengths[part], kind="stable")]
         return order
 
-    def _take_document(self) -> int:
-        if self.next_index == len(self.order):
-            self.epoch += 1
-            self.order = self._epoch_order(self.epoch)
-            self.next_index = 0
-        self.next_index += 1
-        return int(self.order[self.next_index - 1])
+    def _take_document(self, max_level: int | None) -> int:
+        """The next document of the epoch order at or below max_level (documents above it are passed over)."""
+        while True:
+            if self.next_index == len(self.order):
+                self.epoch += 1
+                self.order = self._epoch_order(self.epoch)
+                self.next_index = 0
+            self.next_index += 1
+            doc = int(self.order[self.next_index - 1])
+            if max_level is None or self.doc_levels[doc] <= max_level:
+                return doc
 
-    def next_segments(self, segment_len: int, max_segments: int | None = None):
+    def next_segments(self, segment_len: int, max_segments: int | None = None, max_level: int | None = None):
         """Each row's next segment (and which rows started a new document with it).
 
-        Rows whose document ended (or reached max_segments) first take a new one. Returns
-        (segments: list of int64 arrays, new_document: (B,) bool, doc_ids: (B,) int64).
+        Rows whose document ended (or reached max_segments) first take a new one, of rarity
+        level at most max_level. Returns (segments: list of int64 arrays, new_document: (B,)
+        bool, doc_ids: (B,) int64).
         """
         new_document = np.zeros(self.batch_size, dtype=bool)
         for row in range(self.batch_size):
@@ -57,7 +80,7 @@ class DocumentStream:
             exhausted = doc < 0 or self.doc_starts[doc] + self.row_offset[row] >= self.doc_ends[doc] or \
                 (max_segments is not None and self.row_segment[row] >= max_segments)
             if exhausted:
-                self.row_doc[row], self.row_offset[row], self.row_segment[row] = self._take_document(), 0, 0
+                self.row_doc[row], self.row_offset[row], self.row_segment[row] = self._take_document(max_level), 0, 0
                 new_document[row] = True
         segments = []
         for row in range(self.batch_size):

@@ -93,7 +93,8 @@ class Trainer:
         self.plateaus = [ReduceLROnPlateau(self.optimizer, group=n) for n in names]
         self.curriculum = Curriculum(config.curriculum)
         self.consolidator = MemoryConsolidator(config.consolidation)
-        self.stream = DocumentStream(train_split.tokens, train_split.doc_starts, config.batch_size, config.seed)
+        self.stream = DocumentStream(train_split.tokens, train_split.doc_starts, config.batch_size, config.seed,
+                                     n_levels=max(phase.max_doc_level for phase in self.curriculum.phases))
         self.rng = np.random.default_rng(config.seed)
         self.step = self.tokens = self.skipped = 0
         self.previous_vectors = np.zeros((config.batch_size, model.config.d_model), dtype=np.float32)
@@ -110,7 +111,8 @@ class Trainer:
             self.consolidator.consolidate(model.memory, rows=np.flatnonzero(ending), reason="document_end")
             model.reset_memory(rows=np.flatnonzero(ending))
             self.has_previous[ending] = False
-        segments, new_document, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc)
+        segments, new_document, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc,
+                                                                    phase.max_doc_level)
         spans = [sample_spans(len(segment), phase, self.rng, model.config.max_span_len) for segment in segments]
         batch = make_infill_batch(segments, spans, model.special)
         model.set_memory(**dict(phase.memory))
