@@ -93,6 +93,21 @@ def _pair_slot(pair_index, pairs, left, right):
 
 
 @njit(cache=True)
+def _link_word(nodes, n_nodes, pairs, row, w):
+    """Prepend word w to the linked list of words holding pair `row`, unless it heads it already
+    (column 3: list head, column 4: last word linked); returns (nodes, n_nodes)."""
+    if pairs[row, 4] != w:
+        if n_nodes == nodes.shape[0]:
+            nodes = _grown_rows(nodes, 0)
+        nodes[n_nodes, 0] = w
+        nodes[n_nodes, 1] = pairs[row, 3]
+        pairs[row, 3] = n_nodes
+        pairs[row, 4] = w
+        n_nodes += 1
+    return nodes, n_nodes
+
+
+@njit(cache=True)
 def _pair_row(pair_index, pairs, n_pairs, left, right):
     """Row of the pair (left, right), added with count 0 if new; returns (pair_index, pairs, n_pairs, row)."""
     slot = _pair_slot(pair_index, pairs, left, right)
@@ -230,14 +245,7 @@ def learn_merges(word_keys, word_key_starts, word_lengths, word_counts, byte_ids
             pair_index, pairs, n_pairs, row = _pair_row(pair_index, pairs, n_pairs,
                                                         symbols[base + i], symbols[base + i + 1])
             pairs[row, 2] += word_counts[w]
-            if pairs[row, 4] != w:
-                if n_nodes == nodes.shape[0]:
-                    nodes = _grown_rows(nodes, 0)
-                nodes[n_nodes, 0] = w
-                nodes[n_nodes, 1] = pairs[row, 3]
-                pairs[row, 3] = n_nodes
-                pairs[row, 4] = w
-                n_nodes += 1
+            nodes, n_nodes = _link_word(nodes, n_nodes, pairs, row, w)
     heap = np.empty((max(n_pairs, 16), 2), dtype=np.int64)
     heap_size = 0
     for row in range(n_pairs):
@@ -332,14 +340,7 @@ def learn_merges(word_keys, word_key_starts, word_lengths, word_counts, byte_ids
                 pairs[new_row, 2] += freq
                 if a != new_id and b != new_id:
                     continue
-                if pairs[new_row, 4] != w:
-                    if n_nodes == nodes.shape[0]:
-                        nodes = _grown_rows(nodes, 0)
-                    nodes[n_nodes, 0] = w
-                    nodes[n_nodes, 1] = pairs[new_row, 3]
-                    pairs[new_row, 3] = n_nodes
-                    pairs[new_row, 4] = w
-                    n_nodes += 1
+                nodes, n_nodes = _link_word(nodes, n_nodes, pairs, new_row, w)
                 if pairs[new_row, 5] != step:
                     pairs[new_row, 5] = step
                     if n_touched == touched.shape[0]:
