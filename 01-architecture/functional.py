@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from mlot.architecture import kernels
-from mlot.architecture.ops import Mul, where  # noqa: F401  (where is re-exported)
+from mlot.architecture.ops import Mul
 from mlot.architecture.tensor import Function, Tensor
 
 

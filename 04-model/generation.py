@@ -121,9 +121,9 @@ def _layout(model, part_a, part_b, mask_position, tokens) -> InfillBatch:
 def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position: int, state: DecodeState):
     """Run one new token against the KV cache; returns its logits and extends the cache."""
     n_past = state.past[0][0].shape[2]
-    frame = model.attention_frame(np.array([[mask_position]]), np.zeros(1, np.int64), np.zeros(1, np.int64), 0,
+    # the left-padded part of the cached working memory, now inside the past keys, stays hidden
+    frame = model.attention_frame(np.array([[mask_position]]), np.zeros(1, np.int64), state.key_start, 0,
                                   n_past=n_past)
-    frame.key_start = state.key_start  # the left-padded part of the cached working memory stays hidden
     x = model.wte(np.array([[token]])) + model.span_pos(np.array([[span_position]]))
     hidden, state.past = model._layers(x, frame, None, state.read, past=state.past)
     return model.logits(hidden[:, -1]).data[0]

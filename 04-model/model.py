@@ -136,7 +136,7 @@ class MLoTSpark(nn.Module):
                              "call reset_memory(batch_size)")
         caches, cache_lengths = self._working_caches(memory, batch.batch_size)
         n_cache = 0 if caches is None else caches[0].shape[1]
-        frame = self.attention_frame(batch.pos_a, batch.prefix_len, cache_lengths, n_cache)
+        frame = self.attention_frame(batch.pos_a, batch.prefix_len, n_cache - cache_lengths, n_cache)
         pooled, valid = self.query_chunks(batch.ids, batch.prefix_len)
         read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
             else MemoryRead.empty(batch.batch_size, pooled, valid)
@@ -170,17 +170,18 @@ class MLoTSpark(nn.Module):
         pooled = (hidden * Tensor(weights[:, :, None])).sum(axis=1)  # (B, d)
         return self.segment_head(pooled).tanh()
 
-    def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, cache_lengths: np.ndarray,
+    def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, key_start: np.ndarray,
                         n_cache: int, n_past: int = 0) -> AttentionFrame:
         """Rotary tables and mask bounds for tokens at `pos_a` behind n_cache cached states
-        (right-aligned, at positions -n_cache..-1) and n_past keys of a KV cache."""
+        (right-aligned, at positions -n_cache..-1, the first key_start[b] of row b padding) and
+        n_past keys of a KV cache."""
         B = pos_a.shape[0]
         cache_positions = np.broadcast_to(np.arange(n_cache) - n_cache, (B, n_cache))
         key_positions = np.concatenate([cache_positions, pos_a], axis=1)  # (B, C + T)
         cos_q, sin_q = F.rotary_tables(pos_a[:, None], self.config.head_dim, self.config.rope_base)
         cos_k, sin_k = F.rotary_tables(key_positions[:, None], self.config.head_dim, self.config.rope_base)
         return AttentionFrame(cos_q, sin_q, cos_k, sin_k, n_cache, n_cache + n_past + prefix_len,
-                              n_cache - cache_lengths, n_cache + n_past)
+                              key_start, n_cache + n_past)
 
     def _working_caches(self, memory, batch_size):
         """Per layer the cached states right-aligned to (B, C, d), and the valid lengths (B,)."""
