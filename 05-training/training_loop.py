@@ -111,7 +111,7 @@ class Trainer:
             self.consolidator.consolidate(model.memory, rows=np.flatnonzero(ending), reason="document_end")
             model.reset_memory(rows=np.flatnonzero(ending))
             self.has_previous[ending] = False
-        segments, new_document, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc,
+        segments, _, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc,
                                                                     phase.max_doc_level)
         spans = [sample_spans(len(segment), phase, self.rng, model.config.max_span_len) for segment in segments]
         batch = make_infill_batch(segments, spans, model.special)
@@ -124,7 +124,7 @@ class Trainer:
         self.optimizer.zero_grad()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         finite = math.isfinite(losses.terms["loss"])
-        if finite and losses.total.requires_grad:  # nothing trainable is used (e.g. frozen backbone, no memory yet)
+        if finite and losses.total.requires_grad:  # False when no trainable parameter was used (frozen backbone)
             losses.total.backward()
             finite = grads_are_finite(params)
         if finite:
