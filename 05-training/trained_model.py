@@ -1,0 +1,52 @@
+"""A trained model for use (evaluation, generation, chat): the parameters of a training checkpoint,
+its config, and the tokenizer of the data it was trained on.
+
+    trained = load_trained_model("checkpoints/latest_checkpoint.pt")
+    trained.model, trained.tokenizer, trained.meta
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from mlot.architecture.config import ModelConfig
+from mlot.model.model import MLoTSpark
+from mlot.tokenization.tokenizer import Tokenizer
+from mlot.training.checkpointing import CheckpointError, CheckpointManager, LATEST_NAME, load_checkpoint
+
+
+class TrainedModel(NamedTuple):
+    model: MLoTSpark
+    tokenizer: Tokenizer
+    meta: dict            # the checkpoint's meta (model_config, train_config, dataset, step, ...)
+    path: Path            # the checkpoint actually loaded (latest may have fallen back)
+
+
+def load_trained_model(checkpoint, dataset=None) -> TrainedModel:
+    """Load the model of a training checkpoint with its memory reset (batch 1), in eval mode.
+
+    `latest_checkpoint.pt` falls back to the newest valid checkpoint beside it (with a warning);
+    the tokenizer is `tokenizer.json` of `dataset` (default: the dataset the run recorded).
+    Raises CheckpointError with one readable line for a missing or unusable file.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    loaded = CheckpointManager(path.parent).load_latest() if path.name == LATEST_NAME else load_checkpoint(path)
+    meta = loaded.meta
+    if "model_config" not in meta:
+        raise CheckpointError(f"{path}: not a training checkpoint (its meta has no model_config)")
+    model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict({name[len("model."):]: array for name, array in loaded.arrays.items()
+                           if name.startswith("model.")})
+    model.eval()
+    model.reset_memory(batch_size=1)
+    folder = Path(dataset) if dataset is not None else Path(meta.get("dataset") or ".")
+    tokenizer_path = folder / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise CheckpointError(f"no tokenizer at {tokenizer_path}: pass the dataset folder the model was trained on")
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise CheckpointError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens, the model "
+                              f"{model.config.vocab_size}: not the dataset this model was trained on")
+    return TrainedModel(model, tokenizer, meta, loaded.path)
