@@ -71,7 +71,7 @@ class MLoTSpark(nn.Module):
         self.retriever = nn.Linear(d, config.retriever_dim, bias=False, rng=rng, init_std=d ** -0.5)
         self.gnn = MemoryGNN(d, config.gnn_rounds, rng=rng) if config.semantic else None
         self.segment_head = nn.Linear(d, d, rng=rng)
-        self.coherence_head = nn.Linear(2 * d, 2, rng=rng)
+        self.coherence_head = nn.Linear(d, 1, rng=rng)  # a segment's "earliness" in its document
         self.injection_of_layer = {layer: i for i, layer in enumerate(config.memory_layers)}
         self.source_layer = min(config.memory_layers) if config.memory_layers else 0  # episodic values: its inputs
         self.use_working = config.working_cache_len > 0
@@ -164,11 +164,12 @@ class MLoTSpark(nn.Module):
         return hidden @ self.wte.weight.T
 
     def pool_segment(self, hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
-        """tanh(W mean(Part A states) + b): one vector per segment."""
+        """gelu(W mean(Part A states) + b): one vector per segment (not tanh: the mean states share a
+        large common direction that saturated a tanh, the same vector for every segment)."""
         weights = (np.arange(hidden.shape[1])[None, :] < prefix_len[:, None]).astype(hidden.dtype)
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
         pooled = (hidden * Tensor(weights[:, :, None])).sum(axis=1)  # (B, d)
-        return self.segment_head(pooled).tanh()
+        return F.gelu(self.segment_head(pooled))
 
     def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, key_start: np.ndarray,
                         n_cache: int, n_past: int = 0) -> AttentionFrame:

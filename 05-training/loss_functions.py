@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlot.architecture import Tensor, concat, where
+from mlot.architecture import Tensor, concat
 from mlot.architecture import functional as F
 from mlot.model.infilling import IGNORE_INDEX
 
@@ -120,7 +120,11 @@ def commitment_loss(model):
 
 def coherence_loss(model, segment_vectors: Tensor, previous: np.ndarray, has_previous: np.ndarray,
                    swapped: np.ndarray):
-    """Cross-entropy of the order head on (earlier, later) pairs, some swapped.
+    """Cross-entropy of segment-order prediction on (earlier, later) pairs, some shown swapped.
+
+    The order head scores each segment's earliness h; a pair shown as (a, b) is "in order" with
+    logit h(a) - h(b). Antisymmetric by construction: swapping a pair flips its prediction, and
+    what all segments share (the states' common direction) cancels out.
 
     segment_vectors: (B, d) this step's segments; previous: (B, d) the same documents' previous
     segment (constants); has_previous: (B,) rows where one exists; swapped: (B,) bool, the pair
@@ -131,11 +135,11 @@ def coherence_loss(model, segment_vectors: Tensor, previous: np.ndarray, has_pre
         return None, 0, 0
     current = segment_vectors[rows]
     earlier = Tensor(previous[rows].astype(current.dtype))
-    flip = swapped[rows][:, None]  # (n, 1)
-    first, second = where(flip, current, earlier), where(flip, earlier, current)
-    logits = model.coherence_head(concat([first, second], axis=-1))  # (n, 2)
+    sign = np.where(swapped[rows], -1.0, 1.0).astype(current.dtype)[:, None]  # (n, 1)
+    in_order = (model.coherence_head(earlier) - model.coherence_head(current)) * Tensor(sign)  # (n, 1)
+    logits = concat([Tensor(np.zeros_like(sign)), in_order], axis=-1)  # (n, 2): [swapped, in order]
     labels = (~swapped[rows]).astype(np.int64)
-    correct = int((logits.data.argmax(axis=1) == labels).sum())
+    correct = int(((in_order.data[:, 0] > 0) == labels.astype(bool)).sum())
     return F.cross_entropy(logits, labels), correct, int(rows.size)
 
 

@@ -147,41 +147,38 @@ class Trainer:
 
     # --- validation -------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Reconstruction loss and span accuracy on held-out documents (first segments, masked at the
-        current phase's scales, memory of the training rows set aside), and the coherence score."""
+        """Reconstruction loss and span accuracy on held-out documents read as in training (up to
+        the phase's segments per document, each masked at its scales, memory written after each),
+        and the coherence score over their adjacent segment pairs; the training rows' memory is
+        set aside meanwhile."""
         model, phase = self.model, self.curriculum.phase
         saved = model.memory.state_dict()
         rng = np.random.default_rng([self.config.seed, 7])
         totals = {"loss": 0.0, "correct": 0, "targets": 0, "order_correct": 0, "order_count": 0}
         B = self.config.batch_size
+        length = max(model.config.chunk_len, phase.segment_tokens(model.config.segment_len))
         with no_grad():
             for index in range(self.config.eval_batches):
                 docs = [self.val_split.document((index * B + row) % len(self.val_split)) for row in range(B)]
                 model.reset_memory(batch_size=B)
-                length = max(model.config.chunk_len, phase.segment_tokens(model.config.segment_len))
-                first, second = [doc[:length] for doc in docs], [doc[length:2 * length] for doc in docs]
-                spans = [sample_spans(len(s), phase, rng, model.config.max_span_len) for s in first]
-                batch = make_infill_batch(first, spans, model.special)
-                out = model(batch)
-                rows, cols = np.nonzero(batch.targets != -100)
-                logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)
-                targets = batch.targets[rows, cols]
-                peak = logits.max(axis=1)
-                lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-                totals["loss"] += float((lse - logits[np.arange(len(targets)), targets]).sum())
-                totals["correct"] += int((logits.argmax(axis=1) == targets).sum())
-                totals["targets"] += len(targets)
-                has_second = np.array([len(s) > 0 for s in second])
-                if has_second.any():
-                    model.write_memory(first)
-                    out2 = model(make_infill_batch([s if len(s) else f for s, f in zip(second, first)],
-                                                   [[]] * B, model.special))
-                    swapped = rng.random(B) < 0.5
-                    _, correct, count = coherence_loss(model, out2.segment_vector, out.segment_vector.data,
-                                                        has_second, swapped)
+                previous, has_previous = np.zeros((B, model.config.d_model), np.float32), np.zeros(B, bool)
+                for position in range(phase.segments_per_doc):
+                    segments = [doc[position * length:(position + 1) * length] for doc in docs]
+                    present = np.array([len(segment) > 0 for segment in segments])
+                    if not present.any():
+                        break
+                    spans = [sample_spans(len(s), phase, rng, model.config.max_span_len) if len(s) else []
+                             for s in segments]
+                    batch = make_infill_batch(segments, spans, model.special)
+                    out = model(batch)
+                    self._score_spans(model, out, batch, totals)
+                    _, correct, count = coherence_loss(model, out.segment_vector, previous, has_previous & present,
+                                                       rng.random(B) < 0.5)
                     totals["order_correct"] += correct
                     totals["order_count"] += count
-        model.reset_memory(batch_size=B)
+                    model.write_memory(segments)
+                    previous, has_previous = out.segment_vector.data.astype(np.float32), present
+        model.reset_memory(batch_size=len(self.has_previous))  # this process's training rows
         model.memory.load_state_dict(saved)
         result = {"val_loss": totals["loss"] / max(totals["targets"], 1),
                   "val_span_accuracy": totals["correct"] / max(totals["targets"], 1),
@@ -191,6 +188,18 @@ class Trainer:
         plateau = any(p.step(result["val_loss"]) for p in self.plateaus)
         self.consolidator.step(model.memory, self.step, plateau=plateau or event is not None)
         return result
+
+    @staticmethod
+    def _score_spans(model, out, batch, totals: dict) -> None:
+        """Add the batch's summed target cross-entropy, correct argmax count and target count."""
+        rows, cols = np.nonzero(batch.targets != -100)
+        logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)
+        targets = batch.targets[rows, cols]
+        peak = logits.max(axis=1)
+        lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+        totals["loss"] += float((lse - logits[np.arange(len(targets)), targets]).sum())
+        totals["correct"] += int((logits.argmax(axis=1) == targets).sum())
+        totals["targets"] += len(targets)
 
     # --- the run --------------------------------------------------------------------------------------------
     def run(self, checkpoints, metrics_path: Path, until_step: int, progress: bool = True, should_stop=lambda: False):

@@ -76,18 +76,25 @@ def test_commitment_matches_reference_and_gradient():
 def test_coherence_matches_reference():
     model = filled_model()
     rng = np.random.default_rng(2)
-    current = Tensor(rng.standard_normal((2, 16)).astype(np.float32), requires_grad=True)
-    previous = rng.standard_normal((2, 16)).astype(np.float32)
-    swapped = np.array([True, False])
-    loss, correct, count = coherence_loss(model, current, previous, np.array([True, True]), swapped)
+    current = Tensor(rng.standard_normal((3, 16)).astype(np.float32), requires_grad=True)
+    previous = rng.standard_normal((3, 16)).astype(np.float32)
+    swapped = np.array([True, False, False])
+    loss, correct, count = coherence_loss(model, current, previous, np.array([True, True, True]), swapped)
     W, b = model.coherence_head.weight.data, model.coherence_head.bias.data
-    pairs = np.stack([np.concatenate([current.data[0], previous[0]]),   # swapped: (later, earlier)
-                      np.concatenate([previous[1], current.data[1]])])  # in order: (earlier, later)
-    logits = pairs @ W.T + b
-    labels = np.array([0, 1])
-    expected = np.mean(log_sum_exp(logits) - logits[np.arange(2), labels])
+
+    def earliness(x):
+        return float(x @ W[0] + b[0])
+
+    # each pair as shown: row 0 swapped (later, earlier), rows 1-2 in order (earlier, later)
+    shown = [(current.data[0], previous[0]), (previous[1], current.data[1]), (previous[2], current.data[2])]
+    labels = [0, 1, 1]
+    margins = [earliness(a) - earliness(b) for a, b in shown]  # logit of "in order"
+    expected = np.mean([np.log1p(np.exp(-m)) if y == 1 else np.log1p(np.exp(m)) for m, y in zip(margins, labels)])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert count == 2 and correct == int((logits.argmax(axis=1) == labels).sum())
+    assert count == 3 and correct == sum((m > 0) == bool(y) for m, y in zip(margins, labels))
+    # antisymmetric head: a pair shown the other way round is the same question, same loss and answer
+    flipped, flipped_correct, _ = coherence_loss(model, current, previous, np.array([True, True, True]), ~swapped)
+    assert flipped.item() == pytest.approx(loss.item(), rel=1e-6) and flipped_correct == correct
     loss.backward()
     assert current.grad is not None and np.abs(current.grad).sum() > 0
 
