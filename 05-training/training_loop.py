@@ -31,8 +31,9 @@ from mlot.architecture.optim import AdamW, ReduceLROnPlateau, WarmupCosine, clip
 from mlot.model.infilling import make_infill_batch
 from mlot.training.batching import DocumentStream
 from mlot.training.curriculum import Curriculum, CurriculumConfig, sample_spans
+from mlot.training.distributed import World, take_rows
 from mlot.training.loss_functions import coherence_loss, training_losses
-from mlot.training.memory_transfer import ConsolidationConfig, MemoryConsolidator
+from mlot.training.memory_transfer import ConsolidationConfig
 
 
 @dataclasses.dataclass
@@ -76,10 +77,15 @@ def rss_mb() -> float:
 
 class Trainer:
     """Holds everything a run is: model, optimizer, schedules, curriculum, consolidator, data
-    position and RNG; `state()` and `load_state()` give and take all of it as arrays + JSON."""
+    position and RNG; `state()` and `load_state()` give and take all of it as arrays + JSON.
 
-    def __init__(self, model, train_split, val_split, config: TrainConfig, dataset=None):
+    Under MPI (`world`, see distributed.py) this process trains the rows `self.rows` of the global
+    batch; the data position, RNG draws and state it saves are those of the global batch."""
+
+    def __init__(self, model, train_split, val_split, config: TrainConfig, dataset=None, world=None):
         self.model, self.config = model, config
+        self.world = world or World()
+        self.rows = self.world.rows(config.batch_size)  # this process's slice of the global rows
         self.dataset = None if dataset is None else str(Path(dataset).resolve())  # recorded for --resume
         self.train_split, self.val_split = train_split, val_split
         groups = model.parameter_groups()
@@ -92,33 +98,40 @@ class Trainer:
         self.schedules = [WarmupCosine(self.optimizer, config.warmup_steps, config.max_steps, group=n) for n in names]
         self.plateaus = [ReduceLROnPlateau(self.optimizer, group=n) for n in names]
         self.curriculum = Curriculum(config.curriculum)
-        self.consolidator = MemoryConsolidator(config.consolidation)
+        self.consolidator = self.world.consolidator(config.consolidation, config.batch_size)
         self.stream = DocumentStream(train_split.tokens, train_split.doc_starts, config.batch_size, config.seed,
                                      n_levels=max(phase.max_doc_level for phase in self.curriculum.phases))
         self.rng = np.random.default_rng(config.seed)
         self.step = self.tokens = self.skipped = 0
-        self.previous_vectors = np.zeros((config.batch_size, model.config.d_model), dtype=np.float32)
-        self.has_previous = np.zeros(config.batch_size, dtype=bool)
+        local_rows = self.rows.stop - self.rows.start
+        self.previous_vectors = np.zeros((local_rows, model.config.d_model), dtype=np.float32)
+        self.has_previous = np.zeros(local_rows, dtype=bool)
         self.last_validation: dict = {}
-        model.reset_memory(batch_size=config.batch_size)
+        model.reset_memory(batch_size=local_rows)
+        self.world.shard_dropout(model, config.batch_size)
 
     # --- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict:
         model, phase, config = self.model, self.curriculum.phase, self.config
         segment_len = max(model.config.chunk_len, phase.segment_tokens(model.config.segment_len))
         ending = self.stream.ending(phase.segments_per_doc)
-        if ending.any():
+        if ending.any():  # global rows; each process resets its own
             self.consolidator.consolidate(model.memory, rows=np.flatnonzero(ending), reason="document_end")
-            model.reset_memory(rows=np.flatnonzero(ending))
-            self.has_previous[ending] = False
+            if ending[self.rows].any():
+                model.reset_memory(rows=np.flatnonzero(ending[self.rows]))
+            self.has_previous[ending[self.rows]] = False
         segments, _, doc_ids = self.stream.next_segments(segment_len, phase.segments_per_doc,
                                                                     phase.max_doc_level)
         spans = [sample_spans(len(segment), phase, self.rng, model.config.max_span_len) for segment in segments]
-        batch = make_infill_batch(segments, spans, model.special)
+        batch = take_rows(make_infill_batch(segments, spans, model.special), self.rows)
         model.set_memory(**dict(phase.memory))
-        swapped = self.rng.random(config.batch_size) < 0.5
+        swapped = (self.rng.random(config.batch_size) < 0.5)[self.rows]
+        tokens = int(sum(len(s) for s in segments))
+        segments, spans, doc_ids = segments[self.rows], spans[self.rows], doc_ids[self.rows]
+        semantic_before = self.world.semantic_reads(model.memory)
         out = model(batch)
-        losses = training_losses(model, out, batch, dict(phase.loss_weights), self.previous_vectors,
+        weights = self.world.loss_weights(dict(phase.loss_weights), batch, self.has_previous)
+        losses = training_losses(model, out, batch, weights, self.previous_vectors,
                                  self.has_previous, swapped, use_consistency=phase.loss_weights["consistency"] > 0,
                                  use_commitment=phase.consistency_commitment)
         self.optimizer.zero_grad()
@@ -127,6 +140,7 @@ class Trainer:
         if finite and losses.total.requires_grad:  # False when no trainable parameter was used (frozen backbone)
             losses.total.backward()
             finite = grads_are_finite(params)
+        finite, terms = self.world.average_gradients(params, finite, losses.terms)
         if finite:
             grad_norm = clip_grad_norm_(params, config.grad_clip)
             self.optimizer.step()
@@ -136,13 +150,14 @@ class Trainer:
         for schedule in self.schedules:
             schedule.step()
         model.write_memory(segments, surprise=_token_surprise(segments, spans, losses.target_losses), doc_ids=doc_ids)
+        self.world.merge_semantic_reads(model.memory, semantic_before)
         self.previous_vectors = out.segment_vector.data.astype(np.float32)
         self.has_previous[:] = True
         self.step += 1
-        self.tokens += int(sum(len(s) for s in segments))
+        self.tokens += tokens
         consolidation = self.consolidator.step(model.memory, self.step)
-        self.curriculum.observe_train_loss(self.step, losses.terms["loss_reconstruction"])
-        return {**losses.terms, "grad_norm": grad_norm, "coherence_correct": losses.coherence_correct,
+        self.curriculum.observe_train_loss(self.step, terms["loss_reconstruction"])
+        return {**terms, "grad_norm": grad_norm, "coherence_correct": losses.coherence_correct,
                 "coherence_count": losses.coherence_count, "consolidated": consolidation is not None}
 
     # --- validation -------------------------------------------------------------------------------------
@@ -206,11 +221,11 @@ class Trainer:
         """Train to `until_step`, logging, validating and saving on their intervals; a final
         checkpoint when it stops (the end, or should_stop() turning true after a step)."""
         config = self.config
-        bar = tqdm(total=until_step, initial=self.step, unit="step", desc="train", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=until_step, initial=self.step, unit="step", desc="train",
+                   disable=not progress or not self.world.is_root, dynamic_ncols=True)
         window_tokens, window_start = 0, time.perf_counter()
         try:
-            while self.step < until_step and not should_stop():
+            while self.step < until_step and not self.world.any(should_stop()):
                 before = self.tokens
                 result = self.train_step()
                 window_tokens += self.tokens - before
@@ -218,17 +233,24 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
                 if self.step % config.log_interval == 0 or validation is not None:
-                    append_metrics(metrics_path, {**self.metrics(result, tokens_per_s), **(validation or {})})
+                    record = {**self.metrics(result, tokens_per_s), **(validation or {})}
+                    if self.world.is_root:
+                        append_metrics(metrics_path, record)
                     window_tokens, window_start = 0, time.perf_counter()
                 if self.step % config.save_interval == 0:
-                    checkpoints.save(self.step, *self.state())
+                    self._save(checkpoints)
                 bar.update(1)
                 bar.set_postfix(loss=f"{result['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}",
                                 stage=self.curriculum.phase.stage)
         finally:
             bar.close()
         if self.step % config.save_interval != 0:
-            checkpoints.save(self.step, *self.state())
+            self._save(checkpoints)
+
+    def _save(self, checkpoints) -> None:
+        state = self.state()  # every process takes part in gathering it; the first one writes it
+        if self.world.is_root:
+            checkpoints.save(self.step, *state)
 
     # --- metrics ------------------------------------------------------------------------------------------
     def metrics(self, step_result: dict, tokens_per_s: float) -> dict:
@@ -239,7 +261,8 @@ class Trainer:
                 "lr": {group["name"]: group["lr"] for group in self.optimizer.param_groups},
                 "tokens_per_s": round(tokens_per_s, 1), "rss_mb": round(rss_mb(), 1),
                 "curriculum_stage": phase.stage, "curriculum_phase": phase.index,
-                **self.model.memory.stats(), "consolidations": self.consolidator.totals.get("events", 0),
+                **self.world.memory_stats(self.model.memory),
+                "consolidations": self.consolidator.totals.get("events", 0),
                 "consolidation": dict(self.consolidator.totals), "skipped_steps": self.skipped}
 
     # --- state ----------------------------------------------------------------------------------------------
@@ -248,10 +271,11 @@ class Trainer:
         arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         arrays.update({f"optim.{k}": v for k, v in optimizer["arrays"].items()})
-        arrays.update({f"memory.{k}": v for k, v in self.model.memory.state_dict().items()})
+        memory = self.world.gather_memory(self.model.memory, self.model.config)  # rows of the global batch
+        arrays.update({f"memory.{k}": v for k, v in memory.items()})
         arrays.update({f"data.{k}": v for k, v in self.stream.state_dict().items()})
-        arrays["trainer.previous_vectors"] = self.previous_vectors
-        arrays["trainer.has_previous"] = self.has_previous
+        arrays["trainer.previous_vectors"] = self.world.gather_rows(self.previous_vectors)
+        arrays["trainer.has_previous"] = self.world.gather_rows(self.has_previous)
         meta = {"model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
                 "dataset": self.dataset,
                 "step": self.step, "tokens": self.tokens, "skipped": self.skipped,
@@ -271,7 +295,8 @@ class Trainer:
             schedule.load_state_dict(state)
         for plateau, state in zip(self.plateaus, meta["plateaus"]):
             plateau.load_state_dict(state)
-        self.model.memory.load_state_dict(part("memory."))
+        self.model.memory.load_state_dict(self.world.local_memory(part("memory."), self.model.config,
+                                                                  self.config.batch_size))
         self.stream.load_state_dict(part("data."))
         self.curriculum.load_state_dict(meta["curriculum"])
         self.consolidator.load_state_dict(meta["consolidator"])
@@ -279,8 +304,8 @@ class Trainer:
         for (_, module), state in zip([(n, m) for n, m in self.model.named_modules() if hasattr(m, "rng")],
                                       meta["dropout_rngs"]):
             module.rng.bit_generator.state = state
-        self.previous_vectors = np.array(arrays["trainer.previous_vectors"], dtype=np.float32)
-        self.has_previous = np.array(arrays["trainer.has_previous"], dtype=bool)
+        self.previous_vectors = np.array(self.world.local_rows(arrays["trainer.previous_vectors"]), dtype=np.float32)
+        self.has_previous = np.array(self.world.local_rows(arrays["trainer.has_previous"]), dtype=bool)
         self.step, self.tokens, self.skipped = meta["step"], meta["tokens"], meta["skipped"]
         self.last_validation = meta.get("last_validation", {})
 
