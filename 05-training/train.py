@@ -3,6 +3,7 @@
     python 05-training/train.py                       # the default config on the default data (built if missing)
     python 05-training/train.py --dataset ../03-tokenization/tokenized_data --model_config config.json
     python 05-training/train.py --resume checkpoints/latest_checkpoint.pt
+    mpirun -n 2 python 05-training/train.py ...       # data-parallel over MPI (distributed.py; pip install .[mpi])
 
 Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; `--resume` then
 continues exactly where the run stood (model, optimizer, memory, curriculum, data, RNG).
@@ -19,6 +20,8 @@ from mlot.architecture.config import ConfigError, ModelConfig, read_json_object
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
 from mlot.training.checkpointing import LATEST_NAME, CheckpointError, CheckpointManager
+from mlot.training.distributed import DistributedError, init_world
+from mlot.training.memory_finetune import checkpoint_stage, run_stage
 from mlot.training.training_loop import Trainer, TrainConfig, truncate_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +45,11 @@ def parse_args(argv):
     for name in OVERRIDES:
         parser.add_argument(f"--{name}", type=int, help=f"override the config's training.{name}")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--stage", choices=("pretrain", "memory"), default="pretrain",
+                        help="memory: fine-tune the memory modules of a frozen --base on --dataset FILE.jsonl "
+                             "dialogues (see memory_finetune.py; --model_config then defaults to "
+                             "configs/memory_finetune.json)")
+    parser.add_argument("--base", type=Path, help="--stage memory: the checkpoint whose backbone stays frozen")
     return parser.parse_args(argv)
 
 
@@ -81,7 +89,9 @@ def load_dataset(folder: Path | None) -> TokenizedData:
 
 
 def build(args):
-    """(trainer, checkpoint manager) for a new run or a resumed one."""
+    """(trainer, checkpoint manager) for a new run or a resumed one; under `mpirun -n N` each of the
+    N processes builds its own, and only the first one prints or touches files."""
+    world = init_world()
     if args.resume is not None:
         if not args.resume.exists():
             raise UserError(f"checkpoint {args.resume} does not exist")
@@ -90,17 +100,18 @@ def build(args):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             checkpoint = manager.load_latest() if args.resume.name == LATEST_NAME else manager.load(args.resume)
-        for warning in caught:
+        for warning in caught if world.is_root else []:
             print(f"warning: {warning.message}", file=sys.stderr)
         meta = checkpoint.meta
         model_config = ModelConfig.from_dict(meta["model_config"])
         train_config = with_overrides(TrainConfig.from_dict(meta["train_config"]), args)
         data = load_dataset(args.dataset or Path(meta["dataset"]))
         trainer = Trainer(MLoTSpark(model_config, seed=train_config.seed), data.train, data.val, train_config,
-                          dataset=data.folder)
+                          dataset=data.folder, world=world)
         trainer.load_state(checkpoint.arrays, meta)
-        truncate_metrics(checkpoint_dir / "metrics.jsonl", trainer.step)
-        print(f"resumed from {checkpoint.path.name} at step {trainer.step}", file=sys.stderr)
+        if world.is_root:
+            truncate_metrics(checkpoint_dir / "metrics.jsonl", trainer.step)
+            print(f"resumed from {checkpoint.path.name} at step {trainer.step}", file=sys.stderr)
         return trainer, manager
     model_config, train_config = load_config(args.model_config or DEFAULT_CONFIG)
     train_config = with_overrides(train_config, args)
@@ -111,20 +122,24 @@ def build(args):
         raise UserError(f"{checkpoint_dir} already holds checkpoints; pass --resume {checkpoint_dir / LATEST_NAME} "
                         "or choose another --checkpoint_dir")
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / "metrics.jsonl").unlink(missing_ok=True)
     model = MLoTSpark(model_config, seed=train_config.seed)
-    print(f"model: {model.num_parameters():,} parameters ({len(model.memory_parameters())} memory tensors); "
-          f"data: {data.meta['train']['tokens']:,} training tokens in {len(data.train)} documents", file=sys.stderr)
+    if world.is_root:
+        (checkpoint_dir / "metrics.jsonl").unlink(missing_ok=True)
+        print(f"model: {model.num_parameters():,} parameters ({len(model.memory_parameters())} memory tensors); "
+              f"data: {data.meta['train']['tokens']:,} training tokens in {len(data.train)} documents"
+              + (f"; {world.size} MPI ranks" if world.size > 1 else ""), file=sys.stderr)
     manager = CheckpointManager(checkpoint_dir, keep_last=train_config.keep_checkpoints,
                                 full_every=train_config.full_checkpoint_every)
-    return Trainer(model, data.train, data.val, train_config, dataset=data.folder), manager
+    return Trainer(model, data.train, data.val, train_config, dataset=data.folder, world=world), manager
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.stage == "memory" or (args.resume is not None and checkpoint_stage(args.resume) == "memory"):
+        return run_stage(args, {name: getattr(args, name) for name in OVERRIDES})
     try:
         trainer, manager = build(args)
-    except (UserError, ConfigError, CheckpointError, TokenizedDataError, OSError) as error:
+    except (UserError, ConfigError, CheckpointError, TokenizedDataError, OSError, DistributedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     stop = {"requested": False}
@@ -139,6 +154,8 @@ def main(argv=None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not trainer.world.is_root:
+        return 0
     last = trainer.last_validation
     summary = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
     print(f"{'stopped' if stop['requested'] else 'finished'} at step {trainer.step}; checkpoint "

@@ -13,6 +13,7 @@ from mlot.architecture.config import ModelConfig
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.checkpointing import CheckpointError, CheckpointManager, LATEST_NAME, load_checkpoint
+from mlot.training.memory_weights import load_memory_weights
 
 
 class TrainedModel(NamedTuple):
@@ -22,8 +23,11 @@ class TrainedModel(NamedTuple):
     path: Path            # the checkpoint actually loaded (latest may have fallen back)
 
 
-def load_trained_model(checkpoint, dataset=None) -> TrainedModel:
+def load_trained_model(checkpoint, dataset=None, memory_weights=None) -> TrainedModel:
     """Load the model of a training checkpoint with its memory reset (batch 1), in eval mode.
+
+    `memory_weights`: a memory_weights.pt of the memory fine-tuning stage, laid over the
+    checkpoint's memory modules (refused with a CheckpointError unless made for this backbone).
 
     `latest_checkpoint.pt` falls back to the newest valid checkpoint beside it (with a warning);
     the tokenizer is `tokenizer.json` of `dataset` (default: the dataset the run recorded).
@@ -37,8 +41,13 @@ def load_trained_model(checkpoint, dataset=None) -> TrainedModel:
     if "model_config" not in meta:
         raise CheckpointError(f"{path}: not a training checkpoint (its meta has no model_config)")
     model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]))
-    model.load_state_dict({name[len("model."):]: array for name, array in loaded.arrays.items()
-                           if name.startswith("model.")})
+    try:
+        model.load_state_dict({name[len("model."):]: array for name, array in loaded.arrays.items()
+                               if name.startswith("model.")})
+    except (KeyError, ValueError) as error:  # another version of the model: names or shapes differ
+        raise CheckpointError(f"{path}: its parameters do not fit this version of the model ({error})") from None
+    if memory_weights is not None:
+        load_memory_weights(model, memory_weights)
     model.eval()
     model.reset_memory(batch_size=1)
     folder = Path(dataset) if dataset is not None else Path(meta.get("dataset") or ".")

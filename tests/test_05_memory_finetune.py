@@ -1,0 +1,234 @@
+"""The memory fine-tuning stage (05-training/memory_finetune.py, memory_weights.py) on tiny models:
+dialogue parsing and layout, pass 1 archiving U1 into episodic memory, a frozen backbone that
+stays bit-identical, memory-only weights bound to their base, and the command with its resume."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlot.architecture.config import ModelConfig, read_json_object
+from mlot.model.infilling import IGNORE_INDEX
+from mlot.model.model import MLoTSpark
+from mlot.tokenization.generate_corpus import generate_corpus
+from mlot.tokenization.tokenize_data import tokenize_corpus
+from mlot.tokenization.tokenizer import Tokenizer
+from mlot.training import memory_finetune as mf
+from mlot.training.checkpointing import CheckpointError, CheckpointManager
+from mlot.training.memory_weights import load_memory_weights, save_memory_weights
+from mlot.training.train import main as train_main
+from mlot.training.trained_model import load_trained_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "05-training" / "configs" / "tiny.json"
+
+DIALOGUES = [
+    {"U1": "I am Ann.", "M1": "Noted.", "U2": "Who am I?", "M2": "You are Ann."},
+    {"U1": "My cat is Tom.", "U2": "Name my cat?", "M2": "Tom."},  # M1 left out: the neutral one
+    {"U1": "I live in Ely.", "M1": "Got it.", "U2": "Where do I live?", "M2": "In Ely."},
+    {"U1": "My dog is Rex.", "M1": "Okay.", "U2": "Name my dog?", "M2": "Rex."},
+    {"U1": "I am Bob.", "M1": "Fine.", "U2": "Who am I?", "M2": "You are Bob."},
+    {"U1": "I like red.", "M1": "Noted.", "U2": "My colour?", "M2": "Red."},
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tokenizer with [USER]/[MODEL], a tiny random base checkpoint, a dialogue file."""
+    folder = tmp_path_factory.mktemp("memory_stage")
+    generate_corpus(folder / "corpus", seed=1, size_bytes=60_000, progress=False)
+    meta = tokenize_corpus([folder / "corpus" / "documents.jsonl"], folder / "tokenized", vocab_size=400,
+                           progress=False)
+    special = meta["special_tokens"]
+    values = read_json_object(TINY)["model"]
+    values.update(segment_len=64, vocab_size=meta["vocab_size"], pad_id=special["<pad>"],
+                  mask_id=special["[MASK]"], sop_id=special["[SOP]"], eop_id=special["[EOP]"])
+    base_model = MLoTSpark(ModelConfig.from_dict(values), seed=3)
+    CheckpointManager(folder / "base").save(
+        1, {f"model.{k}": v for k, v in base_model.state_dict().items()},
+        {"model_config": base_model.config.to_dict(), "dataset": str(folder / "tokenized")})
+    dialogues = folder / "dialogues.jsonl"
+    dialogues.write_text("".join(json.dumps(d) + "\n" for d in DIALOGUES * 4))
+    return {"folder": folder, "base": folder / "base" / "latest_checkpoint.pt", "dialogues": dialogues,
+            "tokenizer": Tokenizer.from_file(folder / "tokenized" / "tokenizer.json")}
+
+
+def examples_of(world, model):
+    triplets = mf.read_triplets(world["dialogues"])
+    return mf.encode_triplets(world["tokenizer"], triplets, model.config.segment_len)
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "not valid JSON"),
+    ('["U1", "U2"]', "expected a JSON object"),
+    ('{"U1": "a", "U2": "b"}', "missing M2"),
+    ('{"U1": "a", "U2": "b", "M2": 7}', "M2 must be a non-empty string"),
+    ('{"U1": "", "U2": "b", "M2": "c"}', "U1 must be a non-empty string"),
+])
+def test_a_bad_line_is_named_with_its_number(tmp_path, line, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(DIALOGUES[0]) + "\n\n" + line + "\n")
+    with pytest.raises(mf.TripletDataError, match=f"line 3: {message}"):
+        mf.read_triplets(path)
+
+
+def test_m1_defaults_to_a_neutral_acknowledgement(world):
+    triplets = mf.read_triplets(world["dialogues"])
+    assert triplets[1].m1 == mf.NEUTRAL_ACKNOWLEDGEMENT and triplets[0].m1 == "Noted."
+    assert [t.line for t in triplets[:3]] == [1, 2, 3]
+
+
+def test_special_token_text_in_a_field_is_refused(world):
+    triplet = mf.Triplet(5, "I am [MODEL] Ann.", "Noted.", "Who?", "Ann.")
+    with pytest.raises(mf.TripletDataError, match=r"line 5: U1 contains the special token \[MODEL\]"):
+        mf.encode_triplets(world["tokenizer"], [triplet], 64)
+
+
+def test_pass_two_masks_m2_found_after_the_model_token(world):
+    tokenizer = world["tokenizer"]
+    model = MLoTSpark(load_trained_model(world["base"]).model.config)
+    examples = examples_of(world, model)
+    batch = mf.dialogue_batch(model, examples[:3])
+    model_id, user_id = tokenizer.token_to_id("[MODEL]"), tokenizer.token_to_id("[USER]")
+    for row, (example, dialogue) in enumerate(zip(examples[:3], DIALOGUES[:3])):
+        m2 = example.dialogue[example.m2_start:]
+        assert tokenizer.decode(m2).strip() == dialogue["M2"]
+        assert tokenizer.decode(example.context) == f"[USER] {dialogue['U1']} [MODEL] {dialogue.get('M1', 'Noted.')}"
+        part_a = batch.ids[row, :batch.prefix_len[row]]
+        assert part_a[0] == user_id and part_a[-2] == model_id and part_a[-1] == model.special.mask
+        labelled = batch.targets[row] != IGNORE_INDEX
+        assert batch.targets[row][labelled].tolist() == m2.tolist() + [model.special.eop]
+        assert labelled.sum() == len(m2) + 1  # nothing before M2 carries a label
+
+
+def test_a_dialogue_longer_than_a_segment_is_refused(world):
+    triplet = mf.Triplet(9, "a", "b", "word " * 40, "c")
+    with pytest.raises(mf.TripletDataError, match="line 9: U2 and M2 take .* the model's segment of 16"):
+        mf.encode_triplets(world["tokenizer"], [triplet], 16)
+
+
+# --- pass 1 -------------------------------------------------------------------------------------------------
+def test_pass_one_archives_each_context_as_episodic_entries_beyond_the_working_cache(world):
+    model = load_trained_model(world["base"]).model
+    examples = examples_of(world, model)[:4]
+    mf.seed_memory(model, mf.storage_rounds(examples, 0, np.random.default_rng(0)))
+    C = model.config.chunk_len
+    assert model.memory.working.lengths.max() == 0
+    for row, example in enumerate(examples):
+        store = model.memory.episodic[row]
+        live = np.flatnonzero(store.live)
+        stored = model.memory.entry_tokens[row, live]  # (entries, C), -1 past each entry's length
+        assert len(live) == -(-len(example.context) // C)
+        assert stored[stored >= 0].tolist() == example.context.tolist()
+
+
+def test_distractor_rounds_store_the_own_context_once_among_others():
+    examples = [mf.Example(np.array([row]), np.array([0]), 0) for row in range(5)]
+    rounds = mf.storage_rounds(examples, 2, np.random.default_rng(4))
+    assert len(rounds) == 3
+    for row in range(5):
+        stored = sorted(int(rounds[k][row][0]) for k in range(3))
+        assert stored == sorted([row, (row + 1) % 5, (row + 2) % 5])
+
+
+def test_retrieval_top1_on_known_answers(world):
+    model = load_trained_model(world["base"]).model
+    examples = [examples_of(world, model)[i] for i in (0, 1, 2, 3, 5)]  # distinct U2s (4 repeats 0's)
+    batch = mf.dialogue_batch(model, examples)
+    # contexts equal to each query's own Part A: the own entry scores exactly 1, so always found
+    mirrored = [mf.Example(batch.ids[row, :batch.prefix_len[row]], e.dialogue, e.m2_start)
+                for row, e in enumerate(examples)]
+    assert mf.retrieval_top1(model, mirrored, 5) == 1.0
+    # each query's Part A stored as its neighbour's context: the own entry never wins
+    shifted = [mf.Example(mirrored[(row + 1) % 5].context, e.dialogue, e.m2_start) for row, e in enumerate(mirrored)]
+    assert mf.retrieval_top1(model, shifted, 5) == 0.0
+
+
+# --- training -----------------------------------------------------------------------------------------------
+def test_training_moves_only_memory_parameters_and_the_backbone_stays_bit_identical(world):
+    model = load_trained_model(world["base"]).model
+    examples = examples_of(world, model)
+    backbone_before = [p.data.copy() for p in model.backbone_parameters()]
+    memory_before = {name: p.data.copy() for name, p in model.named_parameters()
+                     if id(p) in {id(q) for q in model.memory_parameters()}}
+    config = mf.MemoryFinetuneConfig(batch_size=4, max_steps=6, alignment_steps=2, warmup_steps=0, val_examples=4)
+    finetuner = mf.MemoryFinetuner(model, examples[:-4], examples[-4:], config, {"triplets": "t"})
+    held = {id(p) for group in finetuner.optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.memory_parameters()}
+    assert not any(p.requires_grad for p in model.backbone_parameters())
+    stages = [finetuner.train_step()["stage"] for _ in range(6)]
+    assert stages == ["alignment"] * 2 + ["memory"] * 4
+    for before, param in zip(backbone_before, model.backbone_parameters()):
+        assert np.array_equal(before, param.data)
+    after = dict(model.named_parameters())
+    changed = {name for name, array in memory_before.items() if not np.array_equal(array, after[name].data)}
+    assert "retriever.weight" in changed  # Stage 1
+    assert any(name.startswith("injections.") and "gate" not in name for name in changed)
+    assert any(name.endswith("gate") for name in changed)
+
+
+def test_memory_weights_load_onto_their_base_only(world, tmp_path):
+    trained = load_trained_model(world["base"]).model
+    for param in trained.memory_parameters():
+        param.data = param.data + np.float32(0.5)
+    path = save_memory_weights(tmp_path / "memory_weights.pt", trained, str(world["base"]))
+    loaded = load_trained_model(world["base"], memory_weights=path).model
+    for mine, theirs in zip(loaded.parameters(), trained.parameters()):
+        assert np.array_equal(mine.data, theirs.data)
+    other = MLoTSpark(trained.config, seed=99)  # same shapes, another backbone
+    before = [p.data.copy() for p in other.parameters()]
+    with pytest.raises(CheckpointError, match="not its base"):
+        load_memory_weights(other, path)
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, other.parameters()))
+    with pytest.raises(CheckpointError, match="not a memory weights file"):
+        load_memory_weights(other, world["base"].parent / "ckpt_00000001.pt")
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def run_train(capsys):
+    """train.py's main in this process: (exit code, stderr)."""
+    def run(*args):
+        capsys.readouterr()
+        code = train_main(["--no_progress", *map(str, args)])
+        return code, capsys.readouterr().err
+    return run
+
+
+def step_losses(folder: Path) -> dict:
+    records = map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_command_runs_resumes_exactly_and_writes_memory_weights(world, tmp_path, run_train):
+    config = tmp_path / "stage.json"
+    config.write_text(json.dumps({"batch_size": 4, "max_steps": 6, "alignment_steps": 2, "warmup_steps": 1,
+                                  "val_examples": 4, "log_interval": 1, "save_interval": 2, "eval_interval": 100}))
+    common = ["--stage", "memory", "--base", world["base"], "--dataset", world["dialogues"], "--model_config", config]
+    code, stderr = run_train(*common, "--checkpoint_dir", tmp_path / "straight")
+    assert code == 0, stderr
+    assert "memory_weights.pt:" in stderr and "base checkpoint" in stderr and "m2_exact_match_memory_on" in stderr
+    loaded = load_trained_model(world["base"], memory_weights=tmp_path / "straight" / "memory_weights.pt")
+    assert loaded.model.config == load_trained_model(world["base"]).model.config
+
+    reference = step_losses(tmp_path / "straight")
+    assert sorted(reference) == [1, 2, 3, 4, 5, 6]
+    code, stderr = run_train("--resume", tmp_path / "straight" / "ckpt_00000004.pt")  # redo steps 5 and 6
+    assert code == 0 and "resumed from ckpt_00000004.pt at step 4" in stderr, stderr
+    assert step_losses(tmp_path / "straight") == reference  # bit for bit
+
+
+def test_command_errors_are_one_line(world, tmp_path, run_train):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(DIALOGUES[0]) + "\n" + '{"U1": "x"}\n')
+    for args, message in [
+        (["--dataset", bad], "line 2: missing U2, M2"),
+        (["--dataset", tmp_path / "none.jsonl"], "does not exist"),
+        ([], "--stage memory needs --base CHECKPOINT and --dataset FILE.jsonl"),
+    ]:
+        base = ["--base", world["base"]] if args else []
+        code, stderr = run_train("--stage", "memory", *base, *args, "--checkpoint_dir", tmp_path / "run")
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+        assert message in lines[0]
