@@ -139,12 +139,20 @@ def generate(model: MLoTSpark, prompt_ids, max_new_tokens: int = 32, temperature
                          use_cache=use_cache)
 
 
-def infill(model: MLoTSpark, ids_with_masks, max_span_tokens: int = 16, sampler: Sampler | None = None) -> list:
-    """Fill every [MASK] of `ids_with_masks` in order, each span seeing the ones before; returns the spans."""
+def infill(model: MLoTSpark, ids_with_masks, max_span_tokens: int = 16, sampler: Sampler | None = None,
+           on_token=None) -> list:
+    """Fill every [MASK] of `ids_with_masks` in order, each span seeing the ones before; returns the spans.
+
+    on_token(span_number, token), when given, is called as each token is chosen (streaming).
+    """
     part_a = prepare_prompt(model, ids_with_masks)
     spans = []
-    for position in np.flatnonzero(part_a == model.special.mask):
-        tokens = list(fill_span(model, part_a, int(position), part_b=spans, max_new_tokens=max_span_tokens,
-                                sampler=sampler))
+    for span_number, position in enumerate(np.flatnonzero(part_a == model.special.mask)):
+        tokens = []
+        for token in fill_span(model, part_a, int(position), part_b=spans, max_new_tokens=max_span_tokens,
+                               sampler=sampler):
+            tokens.append(token)
+            if on_token is not None:
+                on_token(span_number, token)
         spans.append((tokens, int(position)))
     return [tokens for tokens, _ in spans]
