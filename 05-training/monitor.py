@@ -220,12 +220,12 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
         header = f"updated {stamp}{age}"
     out.append(header)
 
-    out += ["", "LOSSES" + " " * 16 + f"{'first':>9} {'last':>9} {'min':>9} {'change':>8}  curve"]
+    out += ["", "LOSSES" + " " * 22 + f"{'first':>9} {'last':>9} {'min':>9} {'change':>8}  curve"]
     for key in loss_keys(records):
         steps, values = series(records, key)
         if len(values) == 0:
             continue
-        out.append(f"  {key:<20}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
+        out.append(f"  {key:<26}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
                    f"{_change(values[0], values[-1]):>8}  {sparkline(values, spark_width, levels)}")
     steps, values = series(records, "loss_reconstruction")
     if len(values) >= 2:
