@@ -13,8 +13,6 @@ import pytest
 
 from mlot.architecture.config import ModelConfig
 from mlot.model.memory_state import ModelMemory
-from mlot.tokenization.generate_corpus import generate_corpus
-from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.training.checkpointing import CheckpointManager
 from mlot.training.distributed import DistributedError, MpiWorld, row_block
 
@@ -114,11 +112,8 @@ def _tiny_model() -> dict:
 # --- under mpirun -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    generate_corpus(folder / "corpus", seed=1, size_bytes=150_000, progress=False)
-    tokenize_corpus([folder / "corpus" / "documents.jsonl"], folder / "tokenized", vocab_size=400, progress=False)
-    return folder / "tokenized"
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def _common(dataset):

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mlot.tokenization.generate_corpus import generate_corpus
-from mlot.tokenization.tokenize_data import tokenize_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "05-training" / "train.py"
@@ -18,11 +16,8 @@ TINY = ROOT / "05-training" / "configs" / "tiny.json"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    generate_corpus(folder / "corpus", seed=1, size_bytes=150_000, progress=False)
-    tokenize_corpus([folder / "corpus" / "documents.jsonl"], folder / "tokenized", vocab_size=400, progress=False)
-    return folder / "tokenized"
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def train(*args, check=True):

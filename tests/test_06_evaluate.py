@@ -18,8 +18,6 @@ from mlot.evaluation.evaluate import main as evaluate_main
 from mlot.evaluation.recall import RecallCase, score_recall
 from mlot.model.generation import fill_span
 from mlot.model.model import MLoTSpark
-from mlot.tokenization.generate_corpus import generate_corpus
-from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.training.memory_weights import save_memory_weights
 from mlot.training.trained_model import load_trained_model
 
@@ -32,15 +30,13 @@ TINY = ROOT / "05-training" / "configs" / "tiny.json"
 # --- evaluate.py end to end ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_dataset):
     """(checkpoint, corpus folder) of tiny.json trained 6 steps (its warm-up is 5) on a small generated corpus."""
     folder = tmp_path_factory.mktemp("eval")
-    generate_corpus(folder / "corpus", seed=1, size_bytes=150_000, progress=False)
-    tokenize_corpus([folder / "corpus" / "documents.jsonl"], folder / "tokenized", vocab_size=400, progress=False)
     subprocess.run([sys.executable, str(TRAIN), "--no_progress", "--model_config", str(TINY), "--dataset",
-                    str(folder / "tokenized"), "--max_steps", "6", "--checkpoint_dir", str(folder / "ckpt")],
+                    str(tiny_dataset), "--max_steps", "6", "--checkpoint_dir", str(folder / "ckpt")],
                    check=True, capture_output=True, cwd=ROOT)
-    return folder / "ckpt" / "latest_checkpoint.pt", folder / "corpus"
+    return folder / "ckpt" / "latest_checkpoint.pt", tiny_dataset.parent / "corpus"
 
 
 def run_evaluate(*args):

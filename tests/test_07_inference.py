@@ -14,8 +14,6 @@ from mlot.inference.memory_file import load_memory_file, save_memory_file
 from mlot.inference.memory_listing import episodic_entries
 from mlot.inference.streaming import TextStream
 from mlot.model.generation import Sampler, generate
-from mlot.tokenization.generate_corpus import generate_corpus
-from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.training.checkpointing import CheckpointError
 from mlot.training.trained_model import load_trained_model
 
@@ -25,13 +23,11 @@ SINGLE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # BLAS threads only
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_dataset):
     """A tiny model (configs/tiny.json) trained for 6 steps on a 150 kB corpus: the real file path."""
     folder = tmp_path_factory.mktemp("tiny")
-    generate_corpus(folder / "corpus", seed=1, size_bytes=150_000, progress=False)
-    tokenize_corpus([folder / "corpus" / "documents.jsonl"], folder / "data", vocab_size=400, progress=False)
     subprocess.run([sys.executable, str(ROOT / "05-training" / "train.py"), "--no_progress",
-                    "--model_config", str(TINY), "--dataset", str(folder / "data"), "--max_steps", "6",
+                    "--model_config", str(TINY), "--dataset", str(tiny_dataset), "--max_steps", "6",
                     "--checkpoint_dir", str(folder / "run")],
                    check=True, capture_output=True, cwd=ROOT, env=SINGLE_THREAD)
     return folder / "run" / "latest_checkpoint.pt"
