@@ -281,6 +281,7 @@ class ModelConfig(JsonConfig):
     memory_layers: list[int] | None = None  # blocks with memory cross-attention; None = upper half
     gate_init: float = 0.0          # initial memory gate (tanh gate: 0 starts as the plain transformer)
     retriever_dim: int = 64         # width of episodic retrieval keys and queries
+    copy_head: bool = False         # pointer over the memory tokens mixed into the output (04-model/copy_head.py)
     rope_base: float = 10000.0      # rotary position base (positions are relative, so caches need no re-encoding)
 
     # --- special token ids the blank-infilling layout needs (from the tokenizer)

@@ -87,7 +87,7 @@ def fill_span(model: MLoTSpark, part_a, mask_position: int, part_b=(), max_new_t
         batch = _layout(model, part_a, part_b, mask_position, tokens)
         out = model(batch)
         state = DecodeState(out.presents, out.read, out.frame.key_start)
-        logits = model.logits(out.hidden[:, -1]).data[0]
+        logits = model.output_logits(out.hidden[:, -1], out.read, [0]).data[0]
         while len(tokens) < limit:
             token = sampler(logits)
             if token == model.special.eop:
@@ -101,7 +101,7 @@ def fill_span(model: MLoTSpark, part_a, mask_position: int, part_b=(), max_new_t
             else:
                 batch = _layout(model, part_a, part_b, mask_position, tokens)
                 out = model(batch, record_access=False)
-                logits = model.logits(out.hidden[:, -1]).data[0]
+                logits = model.output_logits(out.hidden[:, -1], out.read, [0]).data[0]
 
 
 def _layout(model, part_a, part_b, mask_position, tokens) -> InfillBatch:
@@ -126,7 +126,7 @@ def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position
                                   n_past=n_past)
     x = model.wte(np.array([[token]])) + model.span_pos(np.array([[span_position]]))
     hidden, state.past = model._layers(x, frame, None, state.read, past=state.past)
-    return model.logits(hidden[:, -1]).data[0]
+    return model.output_logits(hidden[:, -1], state.read, [0]).data[0]
 
 
 def generate(model: MLoTSpark, prompt_ids, max_new_tokens: int = 32, temperature: float = 1.0,

@@ -14,6 +14,7 @@ When memory is read and written within a step (see README):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from mlot.memory.chunking import pool_chunks
 from mlot.memory.episodic import normalize_rows
 from mlot.memory.gnn import MemoryGNN
 from mlot.model.blocks import AttentionFrame, Block, MemoryInjectionBlock
+from mlot.model.copy_head import MemoryCopyHead
 from mlot.model.infilling import InfillBatch, SpecialIds, make_infill_batch
 from mlot.model.memory_state import SIDE_CHANNELS, ModelMemory
 
@@ -31,7 +33,7 @@ from mlot.model.memory_state import SIDE_CHANNELS, ModelMemory
 @dataclass
 class ModelOutput:
     hidden: Tensor               # (B, L, d) final normalised states
-    segment_vector: Tensor       # (B, d) pooled Part A vector (coherence and memory losses)
+    segment_states: Tensor       # (B, d) mean Part A state; segment_vector() of it orders segments
     read: "MemoryRead"           # what was read from memory, and the pooled query chunks
     frame: AttentionFrame        # where the keys sat (decoding continues from it)
     presents: list               # per layer (keys, values) attended to, rotated (a KV cache)
@@ -46,6 +48,9 @@ class MemoryRead:
     retrieved: list              # per row, the episodic entries read
     query_pooled: np.ndarray | None = None
     query_valid: np.ndarray | None = None
+    token_ids: np.ndarray | None = None  # (B, M): each memory token's id, -1 for slots and padding
+    pointer_tokens: Tensor | None = None  # (B, P, d): what the copy head points at (memory + working cache)
+    pointer_ids: np.ndarray | None = None  # (B, P): their token ids, -1 where none
 
     @classmethod
     def empty(cls, batch_size: int, query_pooled=None, query_valid=None) -> "MemoryRead":
@@ -72,6 +77,7 @@ class MLoTSpark(nn.Module):
         self.gnn = MemoryGNN(d, config.gnn_rounds, rng=rng) if config.semantic else None
         self.segment_head = nn.Linear(d, d, rng=rng)
         self.coherence_head = nn.Linear(d, 1, rng=rng)  # a segment's "earliness" in its document
+        self.copy_head = MemoryCopyHead(d, rng) if config.copy_head else None
         self.injection_of_layer = {layer: i for i, layer in enumerate(config.memory_layers)}
         self.source_layer = min(config.memory_layers) if config.memory_layers else 0  # episodic values: its inputs
         self.use_working = config.working_cache_len > 0
@@ -110,10 +116,19 @@ class MLoTSpark(nn.Module):
         gates = [injection.gate for injection in self.injections]
         gate_ids = {id(g) for g in gates}
         episodic = self.retriever.parameters() + [p for p in self.injections.parameters() if id(p) not in gate_ids]
+        if self.copy_head is not None:
+            episodic += self.copy_head.parameters()
         semantic = self.gnn.parameters() if self.gnn is not None else []
         memory_ids = {id(p) for p in episodic + semantic + gates}
         backbone = [p for p in self.parameters() if id(p) not in memory_ids]
         return {"backbone": backbone, "episodic": episodic, "semantic": semantic, "gates": gates}
+
+    def add_copy_head(self, seed: int = 0) -> None:
+        """Give a model trained without a copy head a fresh one (a memory module: memory
+        fine-tuning adds it to a frozen base, and memory weights that hold one bring it back)."""
+        if self.copy_head is None:
+            self.config = dataclasses.replace(self.config, copy_head=True)
+            self.copy_head = MemoryCopyHead(self.config.d_model, np.random.default_rng(seed))
 
     def memory_parameters(self) -> list:
         groups = self.parameter_groups()
@@ -140,6 +155,8 @@ class MLoTSpark(nn.Module):
         pooled, valid = self.query_chunks(batch.ids, batch.prefix_len)
         read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
             else MemoryRead.empty(batch.batch_size, pooled, valid)
+        if self.copy_head is not None and memory is not None:
+            read.pointer_tokens, read.pointer_ids = self._copyable_tokens(memory, read)
         layer_inputs = [] if collect_layer_inputs else None
         x = self.wte(batch.ids) + self.span_pos(batch.pos_b)  # (B, L, d)
         hidden, presents = self._layers(x, frame, caches, read, layer_inputs=layer_inputs)
@@ -163,13 +180,46 @@ class MLoTSpark(nn.Module):
         """Token logits from final states (the output projection is the tied embedding)."""
         return hidden @ self.wte.weight.T
 
-    def pool_segment(self, hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
-        """gelu(W mean(Part A states) + b): one vector per segment (not tanh: the mean states share a
-        large common direction that saturated a tanh, the same vector for every segment)."""
+    def output_logits(self, hidden: Tensor, read: "MemoryRead", rows) -> Tensor:
+        """What the model predicts from final states hidden (N, d) of batch rows `rows` (N,): the
+        logits, or with the copy head log p of the mixture with its pointer over `read`'s memory
+        tokens (either way softmax, cross-entropy and argmax apply as to logits)."""
+        logits = self.logits(hidden)
+        if self.copy_head is None or read.pointer_tokens is None:
+            return logits
+        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows))
+
+    def _copyable_tokens(self, memory: ModelMemory, read: "MemoryRead"):
+        """What the copy head points at: the memory tokens read, then the working cache's tokens
+        (the source layer's states, centred per row like the episodic ones), so that a fact still
+        in view is copied the way one fetched from the store is. (tokens (B, P, d), ids (B, P))."""
+        parts, ids = [], []
+        if read.tokens is not None:
+            parts.append(read.tokens)
+            ids.append(read.token_ids)
+        if self.use_working:
+            states, lengths = memory.working.read(self.source_layer)
+            width = states.shape[1]
+            if width:
+                valid = np.arange(width)[None, :] < lengths[:, None]  # (B, C): valid first
+                mean = states.sum(axis=1, keepdims=True) / np.maximum(lengths, 1)[:, None, None]
+                parts.append(Tensor(np.where(valid[:, :, None], states - mean, np.float32(0))))
+                ids.append(np.where(valid, np.rint(memory.side.read(0)[0][:, :width, 0]).astype(np.int64), -1))
+        if not parts:
+            return None, None
+        return (parts[0] if len(parts) == 1 else concat(parts, axis=1)), np.concatenate(ids, axis=1)
+
+    @staticmethod
+    def pool_segment(hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
+        """Mean of the Part A states: (B, d)."""
         weights = (np.arange(hidden.shape[1])[None, :] < prefix_len[:, None]).astype(hidden.dtype)
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
-        pooled = (hidden * Tensor(weights[:, :, None])).sum(axis=1)  # (B, d)
-        return F.gelu(self.segment_head(pooled))
+        return (hidden * Tensor(weights[:, :, None])).sum(axis=1)
+
+    def segment_vector(self, segment_states: Tensor) -> Tensor:
+        """gelu(W mean(Part A states) + b): one vector per segment (not tanh: the mean states share a
+        large common direction that saturated a tanh, the same vector for every segment)."""
+        return F.gelu(self.segment_head(segment_states))
 
     def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, key_start: np.ndarray,
                         n_cache: int, n_past: int = 0) -> AttentionFrame:
@@ -223,11 +273,11 @@ class MLoTSpark(nn.Module):
         alike, and every token should count once, whatever its norm.
         """
         table = self.wte.weight.data
-        directions = table - table.mean(axis=0)
-        directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+        directions = table[np.where(valid, ids, 0)] - table.mean(axis=0)  # only the rows used
+        directions /= np.maximum(np.linalg.norm(directions, axis=-1, keepdims=True), 1e-12)
         weights = valid.astype(np.float32)
         counts = weights.sum(axis=-1)
-        summed = np.einsum("...t,...td->...d", weights, directions[np.where(valid, ids, 0)])
+        summed = np.einsum("...t,...td->...d", weights, directions)
         return (summed / np.maximum(counts, 1)[..., None]).astype(np.float32), counts > 0
 
     def retrieval_queries(self, pooled: np.ndarray) -> np.ndarray:
@@ -243,12 +293,15 @@ class MLoTSpark(nn.Module):
         queries = self.retrieval_queries(query_pooled)  # (B, Q, r)
         retrieved = [np.zeros(0, np.int64)] * B
         episodic_tokens = [np.zeros((0, d), np.float32)] * B
+        episodic_ids = [np.zeros(0, np.int64)] * B
         if self.use_episodic:
             for row, store in enumerate(memory.episodic):
                 if store.size and query_valid[row].any():
                     slots, scores = store.search(queries[row][query_valid[row]], self.config.retrieval_top_k, record)
                     retrieved[row] = _union_by_score(slots, scores)
                     episodic_tokens[row] = store.gather(retrieved[row])[0]
+                    in_entry = np.arange(store.chunk_len) < store.lengths[retrieved[row], None]
+                    episodic_ids[row] = memory.entry_tokens[row, retrieved[row]][in_entry]
         counts = np.array([len(t) for t in episodic_tokens], dtype=np.int64)
         parts = []
         semantic = memory.semantic
@@ -264,12 +317,16 @@ class MLoTSpark(nn.Module):
             return MemoryRead(None, counts, retrieved, query_pooled, query_valid)
         width = max(1, max(len(t) for t in episodic_tokens))
         packed = np.zeros((B, width, d), dtype=np.float32)
-        for row, tokens in enumerate(episodic_tokens):
+        packed_ids = np.full((B, width), -1, dtype=np.int64)
+        for row, (tokens, ids) in enumerate(zip(episodic_tokens, episodic_ids)):
             if len(tokens):  # centred over the row's tokens: hidden states share a large common part
                 packed[row, :len(tokens)] = tokens - tokens.mean(axis=0)
+                packed_ids[row, :len(ids)] = ids
         parts.append(Tensor(packed))
         tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
-        return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid)
+        slot_ids = np.full((B, tokens.shape[1] - width), -1, dtype=np.int64)  # semantic slots: no token
+        return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid,
+                          np.concatenate([slot_ids, packed_ids], axis=1))
 
     # --- writing memory --------------------------------------------------------------------------------
     def write_memory(self, segments, surprise=None, doc_ids=None) -> None:

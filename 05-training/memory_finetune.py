@@ -13,9 +13,12 @@ if U1 was kept. One step, for batch_size dialogues side by side (one memory row 
          [MODEL] token of the tokenized dialogue); cross-entropy over the M2 tokens and the
          span's [EOP] only (every other label is IGNORE_INDEX).
 The backbone is frozen (requires_grad=False); the optimizer holds model.memory_parameters()
-only. The first `alignment_steps` steps are the notes' Stage 1: the retriever projection alone
-learns, by the InfoNCE of loss_functions (a triplet loss with every other row's entries as
-negatives: anchor the U2 query chunk, positive its own U1 entries).
+only. A base without a copy head gets one (`copy_head`, 04-model/copy_head.py): a pointer that
+copies the stored fact's tokens, which the injection blocks alone did not learn to do. The first
+`alignment_steps` steps are the notes' Stage 1: the retriever projection alone learns, by the
+InfoNCE of loss_functions (a triplet loss with every other row's entries as negatives: anchor the
+U2 query chunk, positive its own U1 entries). A base pretrained on plain documents should first
+learn the dialogue form: `--stage dialogue` (dialogue_finetune.py).
 """
 from __future__ import annotations
 
@@ -176,7 +179,7 @@ def span_scores(model, out, batch, contexts) -> dict:
     same over the M2 tokens that occur in the row's U1 context (the facts memory must supply),
     exact matches (every M2 token and the [EOP] right: the greedy fill is M2 exactly), loss."""
     rows, cols = np.nonzero(batch.targets != IGNORE_INDEX)
-    logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)  # (N, V)
+    logits = model.output_logits(out.hidden[rows, cols], out.read, rows).data.astype(np.float64)  # (N, V)
     targets = batch.targets[rows, cols]
     peak = logits.max(axis=1)
     losses = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1)) - logits[np.arange(len(targets)), targets]
@@ -252,7 +255,7 @@ class MemoryFinetuneConfig(JsonConfig):
     max_steps: int = 900
     alignment_steps: int = 100      # Stage 1 (retriever only) before the two-pass steps
     retriever_lr: float = 3e-3
-    injection_lr: float = 3e-2      # injection blocks' q/k/v/o and norms (3e-3 learns far slower)
+    injection_lr: float = 3e-3      # injection blocks and copy head (3e-2 left the copy head unlearned)
     semantic_lr: float = 3e-3       # GNN
     gate_lr: float = 3e-2           # no weight decay: the gates must be free to open
     weight_decay: float = 0.01
@@ -260,6 +263,8 @@ class MemoryFinetuneConfig(JsonConfig):
     grad_clip: float = 1.0
     alignment_temperature: float = 0.1
     distractors: int = 0            # other dialogues' U1 stored beside each row's own
+    copy_head: bool = True          # give a base without one a copy head (04-model/copy_head.py) to train
+    backbone_lr: float = 1e-3       # --stage dialogue only: the backbone learns the dialogue form
     val_examples: int = 256         # the file's last dialogues, held out
     eval_interval: int = 300
     log_interval: int = 10
@@ -273,7 +278,8 @@ class MemoryFinetuneConfig(JsonConfig):
             check(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         check(self.batch_size >= 2, "batch_size", f"must be >= 2 (rows are each other's negatives), "
                                                   f"got {self.batch_size}")
-        for key in ("retriever_lr", "injection_lr", "semantic_lr", "gate_lr", "grad_clip", "alignment_temperature"):
+        for key in ("retriever_lr", "injection_lr", "semantic_lr", "gate_lr", "backbone_lr", "grad_clip",
+                    "alignment_temperature"):
             check(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key,
                   f"must be a finite number > 0, got {getattr(self, key)}")
         check(0 <= self.alignment_steps <= self.max_steps, "alignment_steps",
@@ -290,29 +296,39 @@ class MemoryFinetuner:
     """Model (backbone frozen), optimizer over the memory parameters, schedules, data order; the
     whole state round-trips through `state()` / `load_state()`."""
 
+    stage = STAGE
+    default_config = DEFAULT_CONFIG
+    trains = "the memory modules (trained; the backbone is frozen)"
+
     def __init__(self, model, train, val, config: MemoryFinetuneConfig, identity: dict):
         self.model, self.train, self.val, self.config = model, train, val, config
         self.identity = identity  # base, base_fingerprint, dataset (tokenizer folder), triplets
         if len(train) < config.batch_size:
             raise TripletDataError(f"{identity['triplets']}: {len(train)} training dialogues after holding out "
                                    f"{len(val)}, fewer than one batch of {config.batch_size}")
-        for param in model.backbone_parameters():
-            param.requires_grad = False
-        groups = model.parameter_groups()
-        retriever_ids = {id(p) for p in model.retriever.parameters()}
-        named = {"retriever": (model.retriever.parameters(), config.retriever_lr, config.weight_decay),
-                 "injection": ([p for p in groups["episodic"] if id(p) not in retriever_ids], config.injection_lr,
-                               config.weight_decay),
-                 "semantic": (groups["semantic"], config.semantic_lr, config.weight_decay),
-                 "gates": (groups["gates"], config.gate_lr, 0.0)}
         self.optimizer = AdamW([{"name": name, "params": params, "lr": lr, "weight_decay": decay}
-                                for name, (params, lr, decay) in named.items() if params])
+                                for name, (params, lr, decay) in self.trained_groups().items() if params])
         self.schedules = [WarmupCosine(self.optimizer, config.warmup_steps, config.max_steps, group=group["name"])
                           for group in self.optimizer.param_groups]
         self.step = self.skipped = 0
         self._epoch_order = (-1, None)  # (epoch, its permutation of the training dialogues)
         self.before: dict = {}
         self.last_validation: dict = {}
+
+    def trained_groups(self) -> dict:
+        """name -> (parameters, lr, weight decay) of the optimizer; everything else is frozen."""
+        model, config = self.model, self.config
+        if config.copy_head:
+            model.add_copy_head(config.seed)  # a no-op for a model that has one (a resumed run)
+        for param in model.backbone_parameters():
+            param.requires_grad = False
+        groups = model.parameter_groups()
+        retriever_ids = {id(p) for p in model.retriever.parameters()}
+        return {"retriever": (model.retriever.parameters(), config.retriever_lr, config.weight_decay),
+                "injection": ([p for p in groups["episodic"] if id(p) not in retriever_ids], config.injection_lr,
+                              config.weight_decay),
+                "semantic": (groups["semantic"], config.semantic_lr, config.weight_decay),
+                "gates": (groups["gates"], config.gate_lr, 0.0)}
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._epoch_order[0] != epoch:
@@ -324,22 +340,25 @@ class MemoryFinetuner:
         B, n = self.config.batch_size, len(self.train)
         return [self.train[self._order(i // n)[i % n]] for i in range(step * B, (step + 1) * B)]
 
-    def train_step(self) -> dict:
+    def step_loss(self, examples) -> tuple:
+        """(what this step trains, its loss) for a batch of dialogues."""
         model, config = self.model, self.config
         aligning = self.step < config.alignment_steps
-        examples = self.batch_at(self.step)
-        model.train()
         rng = np.random.default_rng([config.seed, self.step])
         seed_memory(model, storage_rounds(examples, 0 if aligning else config.distractors, rng))
         batch = dialogue_batch(model, examples)
         if aligning:
             with no_grad():
                 out = model(batch)
-            loss = retrieval_alignment_loss(model, out, config.alignment_temperature)
-        else:
-            loss = reconstruction_loss(model, model(batch), batch)[0]
+            return "alignment", retrieval_alignment_loss(model, out, config.alignment_temperature)
+        return "memory", reconstruction_loss(model, model(batch), batch)[0]
+
+    def train_step(self) -> dict:
+        config = self.config
+        self.model.train()
+        stage, loss = self.step_loss(self.batch_at(self.step))
         self.optimizer.zero_grad()
-        params = model.memory_parameters()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         finite = loss is not None and math.isfinite(loss.item()) and loss.requires_grad
         if finite:
             loss.backward()
@@ -352,8 +371,7 @@ class MemoryFinetuner:
         for schedule in self.schedules:
             schedule.step()
         self.step += 1
-        return {"stage": "alignment" if aligning else "memory",
-                "loss": loss.item() if loss is not None else float("nan"), "grad_norm": grad_norm}
+        return {"stage": stage, "loss": loss.item() if loss is not None else float("nan"), "grad_norm": grad_norm}
 
     def measure(self, memory_modes=("off", "on", "shuffled")) -> dict:
         """Held-out figures: retrieval top-1, and M2 accuracy / exact match / loss per memory mode."""
@@ -393,11 +411,14 @@ class MemoryFinetuner:
         if self.step % config.save_interval != 0:
             manager.save(self.step, *self.state())
 
+    def finish(self, manager: CheckpointManager) -> None:
+        report(self, manager.directory / WEIGHTS_NAME)
+
     def state(self) -> tuple[dict, dict]:
         arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         arrays.update({f"optim.{k}": v for k, v in optimizer["arrays"].items()})
-        meta = {"stage": STAGE, **self.identity, "model_config": self.model.config.to_dict(),
+        meta = {"stage": self.stage, **self.identity, "model_config": self.model.config.to_dict(),
                 "train_config": self.config.to_dict(), "step": self.step, "skipped": self.skipped,
                 "optimizer": optimizer["meta"], "schedules": [s.state_dict() for s in self.schedules],
                 "before": self.before, "last_validation": self.last_validation}
@@ -439,14 +460,16 @@ def checkpoint_stage(path) -> str | None:
         return None
 
 
-def build(args, overrides: dict):
-    """(finetuner, checkpoint manager) for a new run from --base or a resumed one."""
+def build(args, overrides: dict, kind=None):
+    """(finetuner, checkpoint manager) for a new run from --base or a resumed one; `kind` is the
+    stage's class (MemoryFinetuner, or dialogue_finetune.DialogueFinetuner)."""
+    kind = kind or MemoryFinetuner
     if args.resume is not None:
         manager = CheckpointManager(args.resume.resolve().parent)
         checkpoint = manager.load_latest() if args.resume.name == LATEST_NAME else manager.load(args.resume)
         meta = checkpoint.meta
-        if meta.get("stage") != STAGE:
-            raise TripletDataError(f"{args.resume}: not a memory fine-tuning checkpoint")
+        if meta.get("stage") != kind.stage:
+            raise TripletDataError(f"{args.resume}: not a {kind.stage} fine-tuning checkpoint")
         model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]))
         tokenizer = Tokenizer.from_file(Path(meta["dataset"]) / "tokenizer.json")
         config = MemoryFinetuneConfig.from_dict({**meta["train_config"],
@@ -455,7 +478,7 @@ def build(args, overrides: dict):
         if args.dataset is not None:
             identity["triplets"] = str(args.dataset.resolve())
         train, val = split_examples(tokenizer, identity["triplets"], model.config, config.val_examples)
-        finetuner = MemoryFinetuner(model, train, val, config, identity)
+        finetuner = kind(model, train, val, config, identity)
         try:
             finetuner.load_state(checkpoint.arrays, meta)
         except (KeyError, ValueError) as error:  # a state this code does not take
@@ -464,12 +487,12 @@ def build(args, overrides: dict):
         print(f"resumed from {checkpoint.path.name} at step {finetuner.step}", file=sys.stderr)
         return finetuner, manager
     if args.base is None or args.dataset is None:
-        raise TripletDataError("--stage memory needs --base CHECKPOINT and --dataset FILE.jsonl")
+        raise TripletDataError(f"--stage {kind.stage} needs --base CHECKPOINT and --dataset FILE.jsonl")
     try:
         base = load_trained_model(args.base)
     except (KeyError, ValueError) as error:  # arrays this model code does not take
         raise CheckpointError(f"base {args.base} does not fit this model: {error}") from None
-    config = load_config(args.model_config or DEFAULT_CONFIG, overrides)
+    config = load_config(args.model_config or kind.default_config, overrides)
     train, val = split_examples(base.tokenizer, args.dataset, base.model.config, config.val_examples)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir.exists() and any(checkpoint_dir.glob("*.pt")):
@@ -479,11 +502,10 @@ def build(args, overrides: dict):
     (checkpoint_dir / "metrics.jsonl").unlink(missing_ok=True)
     identity = {"base": str(Path(args.base).resolve()), "base_fingerprint": backbone_fingerprint(base.model),
                 "dataset": str(Path(base.meta["dataset"]).resolve()), "triplets": str(args.dataset.resolve())}
-    finetuner = MemoryFinetuner(base.model, train, val, config, identity)
-    trainable = sum(p.size for p in base.model.memory_parameters())
-    print(f"base {args.base}: {base.model.num_parameters():,} parameters, {trainable:,} in the memory modules "
-          f"(trained; the backbone is frozen); {len(train)} training and {len(val)} held-out dialogues",
-          file=sys.stderr)
+    finetuner = kind(base.model, train, val, config, identity)
+    trainable = sum(p.size for group in finetuner.optimizer.param_groups for p in group["params"])
+    print(f"base {args.base}: {base.model.num_parameters():,} parameters, {trainable:,} in {kind.trains}; "
+          f"{len(train)} training and {len(val)} held-out dialogues", file=sys.stderr)
     return finetuner, CheckpointManager(checkpoint_dir, keep_last=config.keep_checkpoints)
 
 
@@ -491,14 +513,19 @@ def _megabytes(count: int) -> str:
     return f"{count / 1e6:.2f} MB"
 
 
+def print_figures(finetuner, after: dict) -> None:
+    """The held-out figures before and after, one line each."""
+    print(f"{'held-out (%d dialogues)' % len(finetuner.val):<40}{'before':>10}{'after':>10}", file=sys.stderr)
+    for key in after:
+        if key.startswith(("retrieval", "m2_")) and not key.startswith("m2_loss"):
+            print(f"{key:<40}{finetuner.before.get(key, float('nan')):>10.3f}{after[key]:>10.3f}", file=sys.stderr)
+
+
 def report(finetuner: MemoryFinetuner, weights_path: Path) -> None:
     """Before/after figures and the memory-only file's size beside the base checkpoint's."""
     after = finetuner.measure()
     before = finetuner.before
-    print(f"{'held-out (%d dialogues)' % len(finetuner.val):<40}{'before':>10}{'after':>10}", file=sys.stderr)
-    for key in ["retrieval_top1"] + [f"{m}_memory_{mode}" for mode in ("off", "on", "shuffled")
-                                     for m in ("m2_token_accuracy", "m2_fact_token_accuracy", "m2_exact_match")]:
-        print(f"{key:<40}{before.get(key, float('nan')):>10.3f}{after[key]:>10.3f}", file=sys.stderr)
+    print_figures(finetuner, after)
     save_memory_weights(weights_path, finetuner.model, finetuner.identity["base"],
                         {"step": finetuner.step, "triplets": finetuner.identity["triplets"],
                          "train_config": finetuner.config.to_dict(), "before": before, "after": after})
@@ -509,10 +536,11 @@ def report(finetuner: MemoryFinetuner, weights_path: Path) -> None:
           f"inherits from (its backbone parameters alone: {_megabytes(backbone_bytes)})", file=sys.stderr)
 
 
-def run_stage(args, overrides: dict) -> int:
-    """train.py --stage memory: build or resume, train, report, write memory_weights.pt."""
+def run_stage(args, overrides: dict, kind=None) -> int:
+    """train.py --stage memory (or dialogue): build or resume, train, report (and for the memory
+    stage write memory_weights.pt)."""
     try:
-        finetuner, manager = build(args, overrides)
+        finetuner, manager = build(args, overrides, kind)
     except (TripletDataError, ConfigError, CheckpointError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -531,5 +559,5 @@ def run_stage(args, overrides: dict) -> int:
     if stop["requested"]:
         print(f"stopped at step {finetuner.step}; resume with --resume {manager.latest_path}", file=sys.stderr)
         return 0
-    report(finetuner, manager.directory / WEIGHTS_NAME)
+    finetuner.finish(manager)
     return 0

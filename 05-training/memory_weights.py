@@ -2,7 +2,8 @@
 
 `memory_weights.pt` is a checkpoint file (same safe ZIP-of-.npy format, read with
 `load_checkpoint`) holding only `model.memory_parameters()` — retriever, injection blocks,
-gates, GNN — under their parameter names. Its meta names the base: the base's model_config and
+gates, GNN, copy head — under their parameter names (a copy head the stage added to a base
+trained without one is added back on loading). Its meta names the base: the base's model_config and
 a fingerprint, the SHA-256 over every backbone array (name, dtype, shape, bytes, in name order).
 The memory modules learned to read what *that* backbone writes and to speak to *its* layers, so
 loading them onto any other backbone is refused, with one line naming both fingerprints.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlot.model.copy_head import MemoryCopyHead
 from mlot.training.checkpointing import CheckpointError, load_checkpoint, save_arrays
 
 FORMAT = "mlot-memory-weights"
@@ -66,9 +68,15 @@ def load_memory_weights(model, path) -> dict:
                               f"{str(meta.get('base_fingerprint'))[:12]}), this model's backbone is "
                               f"{fingerprint[:12]}: not its base")
     expected = set(memory_parameter_names(model))
+    adds_copy_head = model.copy_head is None and bool(meta.get("model_config", {}).get("copy_head"))
+    if adds_copy_head:  # the stage gave the base a copy head; these weights bring it back
+        expected |= {f"copy_head.{name}" for name in MemoryCopyHead(model.config.d_model, np.random.default_rng(0))
+                     .state_dict()}
     if set(loaded.arrays) != expected:
         raise CheckpointError(f"{path}: holds arrays {sorted(set(loaded.arrays) ^ expected)[:3]} the model's "
                               "memory modules do not match")
+    if adds_copy_head:
+        model.add_copy_head()
     try:
         model.load_state_dict(loaded.arrays, strict=False)
     except (ValueError, TypeError) as error:

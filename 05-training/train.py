@@ -21,7 +21,8 @@ from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
 from mlot.training.checkpointing import LATEST_NAME, CheckpointError, CheckpointManager
 from mlot.training.distributed import DistributedError, init_world
-from mlot.training.memory_finetune import checkpoint_stage, run_stage
+from mlot.training.dialogue_finetune import DialogueFinetuner
+from mlot.training.memory_finetune import MemoryFinetuner, checkpoint_stage, run_stage
 from mlot.training.training_loop import Trainer, TrainConfig, truncate_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +32,9 @@ OVERRIDES = ("max_steps", "seed", "eval_interval", "log_interval", "save_interva
 
 class UserError(Exception):
     """A mistake of the user's: reported as one line, exit code 2."""
+
+
+FINETUNE_STAGES = {"memory": MemoryFinetuner, "dialogue": DialogueFinetuner}
 
 
 def parse_args(argv):
@@ -45,11 +49,12 @@ def parse_args(argv):
     for name in OVERRIDES:
         parser.add_argument(f"--{name}", type=int, help=f"override the config's training.{name}")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    parser.add_argument("--stage", choices=("pretrain", "memory"), default="pretrain",
+    parser.add_argument("--stage", choices=tuple(FINETUNE_STAGES) + ("pretrain",), default="pretrain",
                         help="memory: fine-tune the memory modules of a frozen --base on --dataset FILE.jsonl "
-                             "dialogues (see memory_finetune.py; --model_config then defaults to "
-                             "configs/memory_finetune.json)")
-    parser.add_argument("--base", type=Path, help="--stage memory: the checkpoint whose backbone stays frozen")
+                             "dialogues (memory_finetune.py; --model_config then defaults to "
+                             "configs/memory_finetune.json); dialogue: teach the backbone of --base the "
+                             "answer form of those dialogues first, memory off (dialogue_finetune.py)")
+    parser.add_argument("--base", type=Path, help="--stage memory/dialogue: the checkpoint to start from")
     return parser.parse_args(argv)
 
 
@@ -135,8 +140,9 @@ def build(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.stage == "memory" or (args.resume is not None and checkpoint_stage(args.resume) == "memory"):
-        return run_stage(args, {name: getattr(args, name) for name in OVERRIDES})
+    stage = checkpoint_stage(args.resume) if args.resume is not None else args.stage
+    if stage in FINETUNE_STAGES:
+        return run_stage(args, {name: getattr(args, name) for name in OVERRIDES}, FINETUNE_STAGES[stage])
     try:
         trainer, manager = build(args)
     except (UserError, ConfigError, CheckpointError, TokenizedDataError, OSError, DistributedError) as error:

@@ -104,7 +104,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.step = self.tokens = self.skipped = 0
         local_rows = self.rows.stop - self.rows.start
-        self.previous_vectors = np.zeros((local_rows, model.config.d_model), dtype=np.float32)
+        self.previous_states = np.zeros((local_rows, model.config.d_model), dtype=np.float32)
         self.has_previous = np.zeros(local_rows, dtype=bool)
         self.last_validation: dict = {}
         model.reset_memory(batch_size=local_rows)
@@ -131,7 +131,7 @@ class Trainer:
         semantic_before = self.world.semantic_reads(model.memory)
         out = model(batch)
         weights = self.world.loss_weights(dict(phase.loss_weights), batch, self.has_previous)
-        losses = training_losses(model, out, batch, weights, self.previous_vectors,
+        losses = training_losses(model, out, batch, weights, self.previous_states,
                                  self.has_previous, swapped, use_consistency=phase.loss_weights["consistency"] > 0,
                                  use_commitment=phase.consistency_commitment)
         self.optimizer.zero_grad()
@@ -151,7 +151,7 @@ class Trainer:
             schedule.step()
         model.write_memory(segments, surprise=_token_surprise(segments, spans, losses.target_losses), doc_ids=doc_ids)
         self.world.merge_semantic_reads(model.memory, semantic_before)
-        self.previous_vectors = out.segment_vector.data.astype(np.float32)
+        self.previous_states = out.segment_states.data.astype(np.float32)
         self.has_previous[:] = True
         self.step += 1
         self.tokens += tokens
@@ -187,12 +187,12 @@ class Trainer:
                     batch = make_infill_batch(segments, spans, model.special)
                     out = model(batch)
                     self._score_spans(model, out, batch, totals)
-                    _, correct, count = coherence_loss(model, out.segment_vector, previous, has_previous & present,
+                    _, correct, count = coherence_loss(model, out.segment_states.data, previous, has_previous & present,
                                                        rng.random(B) < 0.5)
                     totals["order_correct"] += correct
                     totals["order_count"] += count
                     model.write_memory(segments)
-                    previous, has_previous = out.segment_vector.data.astype(np.float32), present
+                    previous, has_previous = out.segment_states.data.astype(np.float32), present
         model.reset_memory(batch_size=len(self.has_previous))  # this process's training rows
         model.memory.load_state_dict(saved)
         result = {"val_loss": totals["loss"] / max(totals["targets"], 1),
@@ -208,7 +208,7 @@ class Trainer:
     def _score_spans(model, out, batch, totals: dict) -> None:
         """Add the batch's summed target cross-entropy, correct argmax count and target count."""
         rows, cols = np.nonzero(batch.targets != -100)
-        logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)
+        logits = model.output_logits(out.hidden[rows, cols], out.read, rows).data.astype(np.float64)
         targets = batch.targets[rows, cols]
         peak = logits.max(axis=1)
         lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
@@ -274,7 +274,7 @@ class Trainer:
         memory = self.world.gather_memory(self.model.memory, self.model.config)  # rows of the global batch
         arrays.update({f"memory.{k}": v for k, v in memory.items()})
         arrays.update({f"data.{k}": v for k, v in self.stream.state_dict().items()})
-        arrays["trainer.previous_vectors"] = self.world.gather_rows(self.previous_vectors)
+        arrays["trainer.previous_vectors"] = self.world.gather_rows(self.previous_states)  # the states (old name)
         arrays["trainer.has_previous"] = self.world.gather_rows(self.has_previous)
         meta = {"model_config": self.model.config.to_dict(), "train_config": self.config.to_dict(),
                 "dataset": self.dataset,
@@ -304,7 +304,7 @@ class Trainer:
         for (_, module), state in zip([(n, m) for n, m in self.model.named_modules() if hasattr(m, "rng")],
                                       meta["dropout_rngs"]):
             module.rng.bit_generator.state = state
-        self.previous_vectors = np.array(self.world.local_rows(arrays["trainer.previous_vectors"]), dtype=np.float32)
+        self.previous_states = np.array(self.world.local_rows(arrays["trainer.previous_vectors"]), dtype=np.float32)
         self.has_previous = np.array(self.world.local_rows(arrays["trainer.has_previous"]), dtype=bool)
         self.step, self.tokens, self.skipped = meta["step"], meta["tokens"], meta["skipped"]
         self.last_validation = meta.get("last_validation", {})

@@ -109,7 +109,7 @@ def model_bits_per_byte(model, text: HeldOutText, batch_size: int = 16, progress
                 scored[row, first_target:first_target + end - start] = is_text
             rows_index, cols = np.nonzero(scored)
             out = model(batch, read_memory=False)
-            logits = model.logits(out.hidden[rows_index, cols]).data.astype(np.float64)  # (N, V)
+            logits = model.output_logits(out.hidden[rows_index, cols], out.read, rows_index).data.astype(np.float64)  # (N, V)
             targets = batch.targets[rows_index, cols]
             peak = logits.max(axis=1)
             log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))

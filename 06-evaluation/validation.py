@@ -48,7 +48,7 @@ def validate(model, val_split, phase, batch_size: int = 8, max_documents: int | 
             batch = make_infill_batch(first, spans, model.special)
             out = model(batch)
             rows, cols = np.nonzero(batch.targets != IGNORE_INDEX)
-            logits = model.logits(out.hidden[rows, cols]).data.astype(np.float64)  # (N, V)
+            logits = model.output_logits(out.hidden[rows, cols], out.read, rows).data.astype(np.float64)  # (N, V)
             wanted = batch.targets[rows, cols]
             peak = logits.max(axis=1)
             log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
@@ -61,7 +61,7 @@ def validate(model, val_split, phase, batch_size: int = 8, max_documents: int | 
                 later = [s if len(s) else f for s, f in zip(second, first)]
                 out_later = model(make_infill_batch(later, [[]] * B, model.special))
                 swapped = rng.random(B) < 0.5
-                _, pair_correct, pairs = coherence_loss(model, out_later.segment_vector, out.segment_vector.data,
+                _, pair_correct, pairs = coherence_loss(model, out_later.segment_states.data, out.segment_states.data,
                                                         has_second, swapped)
                 order_correct += pair_correct
                 order_count += pairs

@@ -80,7 +80,8 @@ def test_gradients_through_the_whole_model_and_memory_read_path():
     def loss_terms(*_):
         out = model(batch, record_access=False)
         ce = F.cross_entropy(model.logits(out.hidden), batch.targets)
-        return ce + (out.segment_vector * out.segment_vector).sum()
+        vector = model.segment_vector(out.segment_states)
+        return ce + (vector * vector).sum()
 
     assert model(batch, record_access=False).read.count[0] > 2  # semantic and episodic both read
     assert gradcheck(loss_terms, checked, atol=1e-6, rtol=1e-4, max_checks=12)

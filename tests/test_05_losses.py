@@ -76,17 +76,20 @@ def test_commitment_matches_reference_and_gradient():
 def test_coherence_matches_reference():
     model = filled_model()
     rng = np.random.default_rng(2)
-    current = Tensor(rng.standard_normal((3, 16)).astype(np.float32), requires_grad=True)
+    current = rng.standard_normal((3, 16)).astype(np.float32)  # mean Part A states
     previous = rng.standard_normal((3, 16)).astype(np.float32)
     swapped = np.array([True, False, False])
     loss, correct, count = coherence_loss(model, current, previous, np.array([True, True, True]), swapped)
     W, b = model.coherence_head.weight.data, model.coherence_head.bias.data
+    S, c = model.segment_head.weight.data, model.segment_head.bias.data
 
-    def earliness(x):
-        return float(x @ W[0] + b[0])
+    def earliness(states):
+        z = states @ S.T + c
+        vector = 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))  # gelu (tanh form)
+        return float(vector @ W[0] + b[0])
 
     # each pair as shown: row 0 swapped (later, earlier), rows 1-2 in order (earlier, later)
-    shown = [(current.data[0], previous[0]), (previous[1], current.data[1]), (previous[2], current.data[2])]
+    shown = [(current[0], previous[0]), (previous[1], current[1]), (previous[2], current[2])]
     labels = [0, 1, 1]
     margins = [earliness(a) - earliness(b) for a, b in shown]  # logit of "in order"
     expected = np.mean([np.log1p(np.exp(-m)) if y == 1 else np.log1p(np.exp(m)) for m, y in zip(margins, labels)])
@@ -95,8 +98,10 @@ def test_coherence_matches_reference():
     # antisymmetric head: a pair shown the other way round is the same question, same loss and answer
     flipped, flipped_correct, _ = coherence_loss(model, current, previous, np.array([True, True, True]), ~swapped)
     assert flipped.item() == pytest.approx(loss.item(), rel=1e-6) and flipped_correct == correct
-    loss.backward()
-    assert current.grad is not None and np.abs(current.grad).sum() > 0
+    loss.backward()  # only the two heads learn from this term (both sides enter as constants)
+    assert np.abs(model.coherence_head.weight.grad).sum() > 0 and np.abs(model.segment_head.weight.grad).sum() > 0
+    assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith(("segment_head",
+                                                                                               "coherence_head")))
 
 
 def test_weighted_total_and_terms():

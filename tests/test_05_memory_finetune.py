@@ -1,6 +1,7 @@
 """The memory fine-tuning stage (05-training/memory_finetune.py, memory_weights.py) on tiny models:
 dialogue parsing and layout, pass 1 archiving U1 into episodic memory, a frozen backbone that
 stays bit-identical, memory-only weights bound to their base, and the command with its resume."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mlot.tokenization.generate_corpus import generate_corpus
 from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training import memory_finetune as mf
-from mlot.training.checkpointing import CheckpointError, CheckpointManager
+from mlot.training.checkpointing import LATEST_NAME, CheckpointError, CheckpointManager, load_checkpoint
 from mlot.training.memory_weights import load_memory_weights, save_memory_weights
 from mlot.training.train import main as train_main
 from mlot.training.trained_model import load_trained_model
@@ -210,13 +211,43 @@ def test_command_runs_resumes_exactly_and_writes_memory_weights(world, tmp_path,
     assert code == 0, stderr
     assert "memory_weights.pt:" in stderr and "base checkpoint" in stderr and "m2_exact_match_memory_on" in stderr
     loaded = load_trained_model(world["base"], memory_weights=tmp_path / "straight" / "memory_weights.pt")
-    assert loaded.model.config == load_trained_model(world["base"]).model.config
+    base_config = load_trained_model(world["base"]).model.config
+    assert not base_config.copy_head  # the stage gave the base a copy head; its weights bring it back
+    assert loaded.model.config == dataclasses.replace(base_config, copy_head=True)
+    weights = load_checkpoint(tmp_path / "straight" / "memory_weights.pt").arrays
+    np.testing.assert_array_equal(loaded.model.copy_head.q_proj.weight.data, weights["copy_head.q_proj.weight"])
 
     reference = step_losses(tmp_path / "straight")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     code, stderr = run_train("--resume", tmp_path / "straight" / "ckpt_00000004.pt")  # redo steps 5 and 6
     assert code == 0 and "resumed from ckpt_00000004.pt at step 4" in stderr, stderr
     assert step_losses(tmp_path / "straight") == reference  # bit for bit
+
+
+def test_dialogue_stage_trains_the_backbone_only_and_makes_a_base_for_the_memory_stage(world, tmp_path, run_train):
+    config = tmp_path / "dialogue.json"
+    config.write_text(json.dumps({"batch_size": 4, "max_steps": 8, "alignment_steps": 0, "warmup_steps": 1,
+                                  "backbone_lr": 0.01, "val_examples": 4, "log_interval": 1, "save_interval": 4,
+                                  "eval_interval": 100, "copy_head": False}))
+    code, stderr = run_train("--stage", "dialogue", "--base", world["base"], "--dataset", world["dialogues"],
+                             "--model_config", config, "--checkpoint_dir", tmp_path / "dialogue")
+    assert code == 0, stderr
+    assert "m2_token_accuracy_memory_off" in stderr and "retrieval_top1" not in stderr
+    before, after = load_trained_model(world["base"]).model, load_trained_model(tmp_path / "dialogue" / LATEST_NAME)
+    memory = {id(p) for p in before.memory_parameters()}
+    for (name, old), new in zip(before.named_parameters(), after.model.parameters()):
+        if id(old) in memory:
+            assert np.array_equal(old.data, new.data), name  # the memory modules do not train
+        elif name.startswith(("wte.", "blocks.")):
+            assert not np.array_equal(old.data, new.data), name  # the backbone's token path does
+    val = examples_of(world, before)[-4:]  # the held-out dialogues: their M2 loss with memory off fell
+    assert (mf.evaluate(after.model, val, 4, "off")["m2_loss"] < mf.evaluate(before, val, 4, "off")["m2_loss"])
+    memory_config = tmp_path / "memory.json"
+    memory_config.write_text(json.dumps({"batch_size": 4, "max_steps": 2, "alignment_steps": 1, "warmup_steps": 1,
+                                         "val_examples": 4}))
+    code, stderr = run_train("--stage", "memory", "--base", tmp_path / "dialogue" / LATEST_NAME, "--dataset",
+                             world["dialogues"], "--model_config", memory_config, "--checkpoint_dir", tmp_path / "memory")
+    assert code == 0 and (tmp_path / "memory" / "memory_weights.pt").is_file(), stderr
 
 
 def test_command_errors_are_one_line(world, tmp_path, run_train):

@@ -1,0 +1,77 @@
+"""Copying from memory: a pointer over the memory tokens, mixed into the output distribution.
+
+A fact fetched from episodic memory has to come out as the very token that was stored (a pass
+key, a name). Through the cross-attention's value and output projections that means learning
+an identity map over the vocabulary, token by token, which a small model trained for minutes
+did not get to (06-evaluation/README.md: 0 % passkey without this head). A pointer has the
+identity built in, as in pointer-generator networks (See et al., 2017): attention over the
+memory tokens, whose token ids the episodic store keeps, is itself a distribution over tokens,
+and a switch decides how much of it to use:
+
+    p(w) = (1 - s) softmax(logits)(w) + s * sum_m a_m [id_m = w],   s = sigmoid(switch(h))
+
+The head returns log p: used as logits, cross-entropy, argmax and temperature sampling work on
+it unchanged (log_softmax(log p) = log p).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mlot.architecture import Function, Tensor, nn
+from mlot.architecture import functional as F
+
+SMALLEST_PROBABILITY = 1e-30  # keeps log p finite where both parts give a token nothing
+
+
+class _ScatterToVocab(Function):
+    """weights (N, M) onto (N, V) by token id: out[n, ids[n, m]] += weights[n, m]; ids < 0 dropped."""
+
+    def forward(self, weights, ids, vocab_size):
+        self.shape = weights.shape
+        self.rows, self.cols = np.nonzero(ids >= 0)
+        self.token = ids[self.rows, self.cols]
+        out = np.zeros((weights.shape[0], vocab_size), dtype=weights.dtype)
+        np.add.at(out, (self.rows, self.token), weights[self.rows, self.cols])
+        return out
+
+    def backward(self, grad):
+        dweights = np.zeros(self.shape, dtype=grad.dtype)
+        dweights[self.rows, self.cols] = grad[self.rows, self.token]
+        return dweights
+
+
+def scatter_to_vocab(weights: Tensor, ids: np.ndarray, vocab_size: int) -> Tensor:
+    return _ScatterToVocab.apply(weights, ids=np.asarray(ids, dtype=np.int64), vocab_size=vocab_size)
+
+
+class MemoryCopyHead(nn.Module):
+    """Pointer attention from the final states over the memory tokens, and the copy switch."""
+
+    def __init__(self, dim: int, rng: np.random.Generator, switch_init: float = -2.0):
+        super().__init__()
+        self.memory_norm = nn.LayerNorm(dim)
+        # unit gain, as in the memory cross-attention: a near-uniform pointer has no gradient to learn from
+        self.q_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
+        self.k_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
+        self.switch = nn.Linear(dim, 1, rng=rng)
+        self.switch.bias.data[:] = switch_init  # copy a little at first: sigmoid(-2) = 0.12
+
+    def forward(self, hidden: Tensor, logits: Tensor, memory: Tensor, memory_ids: np.ndarray,
+                rows: np.ndarray) -> Tensor:
+        """hidden (N, d) and logits (N, V) at N positions of batch rows `rows`; memory (B, M, d)
+        with token ids (B, M), -1 where a memory token has none (semantic slots, padding).
+        Returns log p (N, V)."""
+        N, d = hidden.shape
+        B, M = memory_ids.shape
+        ids = memory_ids[rows]  # (N, M)
+        copyable = ids >= 0
+        keys = self.k_proj(self.memory_norm(memory)).reshape(B * M, d)
+        # every position against every row's keys, then its own row's block: gathering the keys per
+        # position instead would copy (and scatter back) N x M x d floats
+        own_row = (np.arange(N)[:, None], rows[:, None] * M + np.arange(M)[None, :])
+        scores = (self.q_proj(hidden) @ keys.T)[own_row] * d ** -0.5  # (N, M)
+        pointer = F.softmax(scores.masked_fill(~copyable, -1e9), axis=-1)
+        has_memory = copyable.any(axis=1, keepdims=True).astype(hidden.dtype)  # no memory: no copying
+        share = self.switch(hidden).sigmoid() * has_memory  # (N, 1)
+        mixed = (1 - share) * F.softmax(logits, axis=-1) + share * scatter_to_vocab(pointer, ids, logits.shape[-1])
+        return (mixed + SMALLEST_PROBABILITY).log()

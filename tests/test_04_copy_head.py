@@ -1,0 +1,137 @@
+"""The copy head: its mixture against a slow loop over tokens, its gradients against finite
+differences, the memory token ids it points at, and a pass key copied from memory after training."""
+import numpy as np
+
+from mlot.architecture import Tensor, gradcheck, no_grad
+from mlot.architecture.optim import AdamW
+from mlot.model.copy_head import MemoryCopyHead
+from mlot.model.infilling import make_infill_batch
+
+from test_04_model import SPECIAL, filled_model, tiny_config  # noqa: F401  (shared tiny model)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def reference_mixture(head, hidden, logits, memory, ids, rows):
+    """p(w) = (1 - s) softmax(logits)(w) + s * sum of the pointer weights of memory tokens with id w,
+    one position and one memory token at a time."""
+    p_head = {name: p.data for name, p in head.named_parameters()}
+    N, d = hidden.shape
+    out = np.zeros_like(logits)
+    for n in range(N):
+        row = rows[n]
+        mem = memory[row]
+        normed = (mem - mem.mean(-1, keepdims=True)) / np.sqrt(mem.var(-1, keepdims=True) + 1e-5)
+        normed = normed * p_head["memory_norm.weight"] + p_head["memory_norm.bias"]
+        keys = normed @ p_head["k_proj.weight"].T + p_head["k_proj.bias"]
+        query = hidden[n] @ p_head["q_proj.weight"].T + p_head["q_proj.bias"]
+        valid = [m for m in range(len(ids[row])) if ids[row][m] >= 0]
+        vocab = np.exp(logits[n] - logits[n].max())
+        vocab /= vocab.sum()
+        if not valid:
+            out[n] = vocab
+            continue
+        scores = np.array([query @ keys[m] / np.sqrt(d) for m in valid])
+        pointer = np.exp(scores - scores.max())
+        pointer /= pointer.sum()
+        share = 1 / (1 + np.exp(-(hidden[n] @ p_head["switch.weight"][0] + p_head["switch.bias"][0])))
+        out[n] = (1 - share) * vocab
+        for weight, m in zip(pointer, valid):
+            out[n, ids[row][m]] += share * weight
+    return out
+
+
+def head_and_inputs(seed=0, dtype=np.float64):
+    head = MemoryCopyHead(6, rng(seed), switch_init=0.3).to_dtype(dtype)
+    for p in head.parameters():  # off the symmetric norm start
+        p.data = p.data + rng(seed + 1).uniform(-0.3, 0.3, p.shape).astype(dtype)
+    hidden = rng(2).standard_normal((4, 6)).astype(dtype)
+    logits = rng(3).standard_normal((4, 9)).astype(dtype)
+    memory = rng(4).standard_normal((2, 5, 6)).astype(dtype)
+    ids = np.array([[-1, 2, 7, 2, -1],          # a slot, a repeated token, padding
+                    [-1, -1, -1, -1, -1]])      # a row with nothing to copy
+    rows = np.array([0, 1, 0, 0])
+    return head, hidden, logits, memory, ids, rows
+
+
+def test_mixture_matches_a_token_by_token_reference_and_sums_to_one():
+    head, hidden, logits, memory, ids, rows = head_and_inputs()
+    with no_grad():
+        log_p = head(Tensor(hidden), Tensor(logits), Tensor(memory), ids, rows).data
+    expected = reference_mixture(head, hidden, logits, memory, ids, rows)
+    np.testing.assert_allclose(np.exp(log_p), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0, rtol=1e-12)
+    vocab = np.exp(logits[1] - logits[1].max())
+    np.testing.assert_allclose(np.exp(log_p[1]), vocab / vocab.sum(), rtol=1e-12)  # nothing to copy: the logits
+
+
+def test_copy_head_gradients_match_finite_differences():
+    head, hidden, logits, memory, ids, rows = head_and_inputs()
+    inputs = [Tensor(hidden, requires_grad=True), Tensor(logits, requires_grad=True),
+              Tensor(memory, requires_grad=True), *head.parameters()]
+    assert gradcheck(lambda h, z, m, *params: head(h, z, m, ids, rows), inputs)
+
+
+def test_memory_read_carries_the_ids_of_the_tokens_it_read_and_of_the_working_cache():
+    model = filled_model(copy_head=True)
+    batch = make_infill_batch([np.arange(10, 22), np.arange(20, 28)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    read = model(batch, record_access=False).read
+    n_slots = model.config.semantic_top_k
+    for row, entries in enumerate(read.retrieved):
+        store, tokens = model.memory.episodic[row], model.memory.entry_tokens[row]
+        expected = np.concatenate([tokens[e, :store.lengths[e]] for e in entries])  # entry by entry, in order
+        np.testing.assert_array_equal(read.token_ids[row, :n_slots], -1)
+        np.testing.assert_array_equal(read.token_ids[row, n_slots:n_slots + len(expected)], expected)
+        assert (read.token_ids[row, n_slots + len(expected):] == -1).all()
+        assert read.count[row] == n_slots + len(expected)
+    # the copy head also points at the working cache: the last working_cache_len tokens written
+    r = rng(0)
+    written = [[r.integers(10, 40, 12) for _ in range(2)] for _ in range(4)]  # as filled_model wrote them
+    cache_len = model.config.working_cache_len
+    width = read.tokens.shape[1]
+    np.testing.assert_array_equal(read.pointer_ids[:, :width], read.token_ids)
+    np.testing.assert_array_equal(read.pointer_ids[:, width:], np.stack([row[-cache_len:] for row in written[-1]]))
+    source = model.memory.working.read(model.source_layer)[0]
+    np.testing.assert_allclose(read.pointer_tokens.data[:, width:], source - source.mean(axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_copy_head_learns_to_copy_a_key_from_episodic_memory():
+    """Each document states a key (one of 20 tokens) among filler, beyond the working window; the
+    question asks for it. Only the copy head can be right far above chance (1/20) this fast."""
+    config = tiny_config(vocab_size=60, d_model=16, segment_len=8, chunk_len=4, working_cache_len=0,
+                         episodic_capacity=8, retrieval_top_k=2, semantic=False, copy_head=True)
+    from mlot.model.model import MLoTSpark
+    from mlot.training.loss_functions import reconstruction_loss
+    model = MLoTSpark(config, seed=0)
+    keys, marker, question = np.arange(30, 50), 20, 21
+
+    def batch(seed, size=16):
+        r = rng(seed)
+        answers = r.choice(keys, size)
+        model.reset_memory(batch_size=size)
+        for part in range(3):  # filler, the fact "marker key" in the middle, filler
+            segments = [r.integers(50, 60, 8) for _ in range(size)]
+            if part == 1:
+                for segment, key in zip(segments, answers):
+                    segment[2:4] = (marker, key)  # one chunk of 4 holds the whole fact
+            model.write_memory(segments)
+        model.flush_memory()
+        asked = [np.array([question, marker, key]) for key in answers]
+        return make_infill_batch(asked, [[(2, 3)]] * size, model.special), answers
+
+    optimizer = AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for step in range(150):
+        b, _ = batch(step)
+        loss = reconstruction_loss(model, model(b), b)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    b, answers = batch(10 ** 6, size=64)
+    with no_grad():
+        out = model(b)
+    rows, cols = np.nonzero(b.targets == answers[:, None])
+    predicted = model.output_logits(out.hidden[rows, cols], out.read, rows).data.argmax(axis=1)
+    assert (predicted == answers).mean() > 0.8
