@@ -118,7 +118,7 @@ def commitment_loss(model):
     return 1.0 - (keys * Tensor(nearest)).sum(axis=-1).mean()
 
 
-def coherence_loss(model, segment_states: np.ndarray, previous: np.ndarray, has_previous: np.ndarray,
+def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np.ndarray,
                    swapped: np.ndarray):
     """Cross-entropy of segment-order prediction on (earlier, later) pairs, some shown swapped.
 
@@ -126,21 +126,24 @@ def coherence_loss(model, segment_states: np.ndarray, previous: np.ndarray, has_
     logit h(a) - h(b). Antisymmetric by construction: swapping a pair flips its prediction, and
     what all segments share (the states' common direction) cancels out.
 
-    segment_states: (B, d) mean Part A states of this step's segments; previous: (B, d) those of the
-    same documents' previous segments; has_previous: (B,) rows where one exists; swapped: (B,)
-    bool, the pair shown as (later, earlier), label 0; in order, label 1. Returns (loss, correct, count).
+    segment_states: (B, d) mean Part A states of this step's segments (a Tensor carries the
+    gradient into the backbone); previous: (B, d) those of the same documents' previous segments
+    (constants); has_previous: (B,) rows where one exists; swapped: (B,) bool, the pair shown as
+    (later, earlier), label 0; in order, label 1. Returns (loss, correct, count).
 
-    Both sides enter as constants and go through the segment and order heads afresh, so only the
-    heads learn from this term. In training the previous states come from the step before, made
-    by the weights before the last update: with the heads applied to a stored vector, or a
-    gradient into the backbone, the term learned to tell fresh states from stale ones (training
-    loss 0.008 against a held-out ~0.7), not early text from late.
+    Both sides go through the segment and order heads afresh. In training the previous states
+    come from the step before, made by the weights before the last update: heads applied to a
+    stored vector learned to tell fresh vectors from stale ones (training loss 0.008 against a
+    held-out ~0.7). The backbone can still do so a little (05-training/README.md); cutting its
+    gradient too cost more reconstruction than it bought (measured there).
     """
     rows = np.flatnonzero(has_previous)
     if rows.size == 0:
         return None, 0, 0
     dtype = model.segment_head.weight.dtype
-    current = model.segment_vector(Tensor(np.asarray(segment_states[rows], dtype=dtype)))
+    states = segment_states[rows] if isinstance(segment_states, Tensor) else \
+        Tensor(np.asarray(segment_states[rows], dtype=dtype))
+    current = model.segment_vector(states)
     earlier = model.segment_vector(Tensor(np.asarray(previous[rows], dtype=dtype)))
     sign = np.where(swapped[rows], -1.0, 1.0).astype(current.dtype)[:, None]  # (n, 1)
     in_order = (model.coherence_head(earlier) - model.coherence_head(current)) * Tensor(sign)  # (n, 1)
@@ -167,7 +170,7 @@ def training_losses(model, out, batch, weights: dict, previous=None, has_previou
     terms["loss_consistency"] = consistency.item() if consistency is not None else 0.0
     coherence, correct, count = (None, 0, 0)
     if previous is not None:
-        coherence, correct, count = coherence_loss(model, out.segment_states.data, previous, has_previous, swapped)
+        coherence, correct, count = coherence_loss(model, out.segment_states, previous, has_previous, swapped)
     if coherence is not None:
         total = total + coherence * weights["coherence"]
     terms["loss_coherence"] = coherence.item() if coherence is not None else 0.0

@@ -98,10 +98,13 @@ def test_coherence_matches_reference():
     # antisymmetric head: a pair shown the other way round is the same question, same loss and answer
     flipped, flipped_correct, _ = coherence_loss(model, current, previous, np.array([True, True, True]), ~swapped)
     assert flipped.item() == pytest.approx(loss.item(), rel=1e-6) and flipped_correct == correct
-    loss.backward()  # only the two heads learn from this term (both sides enter as constants)
+    loss.backward()  # given arrays, only the two heads learn from this term
     assert np.abs(model.coherence_head.weight.grad).sum() > 0 and np.abs(model.segment_head.weight.grad).sum() > 0
     assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith(("segment_head",
                                                                                                "coherence_head")))
+    states = Tensor(current, requires_grad=True)  # training passes the states as a Tensor: the backbone learns too
+    coherence_loss(model, states, previous, np.array([True, True, True]), swapped)[0].backward()
+    assert np.abs(states.grad).sum() > 0
 
 
 def test_weighted_total_and_terms():
