@@ -28,7 +28,7 @@ from mlot.training.loss_functions import reconstruction_loss
 from mlot.training.trained_model import load_trained_model
 
 TRAINING_SEED_BASE = 2 * 10 ** 9   # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
-MAX_WINDOWS = 8  # as long as the benchmark's 8x: the pointer meets as many distractors as it will there
+MAX_WINDOWS = 4
 WARMUP_STEPS = 50
 
 
@@ -38,9 +38,9 @@ def practice_case(index: int, window: int, count_tokens) -> dict:
     rng = np.random.default_rng([seed, 0])
     n_tokens = int(rng.integers(1, MAX_WINDOWS + 1)) * window
     kind = rng.random()
-    if kind < 0.5:
+    if kind < 0.4:
         return passkey_case(seed, float(rng.random()), n_tokens, count_tokens)
-    if kind < 0.85:
+    if kind < 0.8:
         return associative_recall_case(seed, int(rng.integers(2, 7)), n_tokens, bool(rng.random() < 0.3),
                                        count_tokens)
     return fact_case(seed, int(rng.integers(1, 4)), n_tokens, count_tokens=count_tokens)
