@@ -45,7 +45,7 @@ from mlot.training.checkpointing import (LATEST_NAME, CheckpointError, Checkpoin
 from mlot.training.loss_functions import reconstruction_loss, retrieval_alignment_loss
 from mlot.training.memory_weights import backbone_fingerprint, save_memory_weights
 from mlot.training.trained_model import load_trained_model
-from mlot.training.training_loop import append_metrics, truncate_metrics
+from mlot.training.training_loop import append_metrics, restore_model_and_optimizer, truncate_metrics
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "memory_finetune.json"
@@ -425,12 +425,7 @@ class MemoryFinetuner:
         return arrays, meta
 
     def load_state(self, arrays: dict, meta: dict) -> None:
-        def part(prefix):
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        self.model.load_state_dict(part("model."))
-        self.optimizer.load_state_dict({"meta": meta["optimizer"], "arrays": part("optim.")})
-        for schedule, state in zip(self.schedules, meta["schedules"]):
-            schedule.load_state_dict(state)
+        restore_model_and_optimizer(self.model, self.optimizer, self.schedules, arrays, meta)
         self.step, self.skipped = meta["step"], meta["skipped"]
         self.before, self.last_validation = meta["before"], meta["last_validation"]
 

@@ -287,17 +287,12 @@ class Trainer:
         return arrays, meta
 
     def load_state(self, arrays: dict, meta: dict) -> None:
-        def part(prefix):
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        self.model.load_state_dict(part("model."))
-        self.optimizer.load_state_dict({"meta": meta["optimizer"], "arrays": part("optim.")})
-        for schedule, state in zip(self.schedules, meta["schedules"]):
-            schedule.load_state_dict(state)
+        restore_model_and_optimizer(self.model, self.optimizer, self.schedules, arrays, meta)
         for plateau, state in zip(self.plateaus, meta["plateaus"]):
             plateau.load_state_dict(state)
-        self.model.memory.load_state_dict(self.world.local_memory(part("memory."), self.model.config,
-                                                                  self.config.batch_size))
-        self.stream.load_state_dict(part("data."))
+        memory = self.world.local_memory(arrays_under(arrays, "memory."), self.model.config, self.config.batch_size)
+        self.model.memory.load_state_dict(memory)
+        self.stream.load_state_dict(arrays_under(arrays, "data."))
         self.curriculum.load_state_dict(meta["curriculum"])
         self.consolidator.load_state_dict(meta["consolidator"])
         self.rng.bit_generator.state = meta["rng"]
@@ -321,6 +316,19 @@ def _token_surprise(segments, spans, target_losses):
             cursor += end - start + 1
         surprise.append(values)
     return surprise
+
+
+def arrays_under(arrays: dict, prefix: str) -> dict:
+    """The arrays whose names start with `prefix` ("model.", "optim.", ...), the prefix taken off."""
+    return {name[len(prefix):]: array for name, array in arrays.items() if name.startswith(prefix)}
+
+
+def restore_model_and_optimizer(model, optimizer, schedules, arrays: dict, meta: dict) -> None:
+    """What every training stage saves alike: parameters, optimizer moments, schedules."""
+    model.load_state_dict(arrays_under(arrays, "model."))
+    optimizer.load_state_dict({"meta": meta["optimizer"], "arrays": arrays_under(arrays, "optim.")})
+    for schedule, state in zip(schedules, meta["schedules"]):
+        schedule.load_state_dict(state)
 
 
 def append_metrics(path: Path, record: dict) -> None:
