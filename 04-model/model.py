@@ -51,6 +51,7 @@ class MemoryRead:
     token_ids: np.ndarray | None = None  # (B, M): each memory token's id, -1 for slots and padding
     pointer_tokens: Tensor | None = None  # (B, P, d): what the copy head points at (memory + working cache)
     pointer_ids: np.ndarray | None = None  # (B, P): their token ids, -1 where none
+    pointer_previous_ids: np.ndarray | None = None  # (B, P): the id of the token before each, -1 where none
 
     @classmethod
     def empty(cls, batch_size: int, query_pooled=None, query_valid=None) -> "MemoryRead":
@@ -156,7 +157,7 @@ class MLoTSpark(nn.Module):
         read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
             else MemoryRead.empty(batch.batch_size, pooled, valid)
         if self.copy_head is not None and memory is not None:
-            read.pointer_tokens, read.pointer_ids = self._copyable_tokens(memory, read)
+            read.pointer_tokens, read.pointer_ids, read.pointer_previous_ids = self._copyable_tokens(memory, read)
         layer_inputs = [] if collect_layer_inputs else None
         x = self.wte(batch.ids) + self.span_pos(batch.pos_b)  # (B, L, d)
         hidden, presents = self._layers(x, frame, caches, read, layer_inputs=layer_inputs)
@@ -187,16 +188,26 @@ class MLoTSpark(nn.Module):
         logits = self.logits(hidden)
         if self.copy_head is None or read.pointer_tokens is None:
             return logits
-        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows))
+        previous = read.pointer_previous_ids
+        previous_tokens = self.wte(np.maximum(previous, 0)) * Tensor((previous >= 0)[:, :, None].astype(np.float32))
+        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows), previous_tokens)
 
     def _copyable_tokens(self, memory: ModelMemory, read: "MemoryRead"):
         """What the copy head points at: the memory tokens read, then the working cache's tokens
         (the source layer's states, centred per row like the episodic ones), so that a fact still
-        in view is copied the way one fetched from the store is. (tokens (B, P, d), ids (B, P))."""
-        parts, ids = [], []
+        in view is copied the way one fetched from the store is; with each token's predecessor in
+        its text (-1 at the start of an entry or of the cache), which tells the token after
+        "the pass key is" from "is" itself. (tokens (B, P, d), ids (B, P), previous ids (B, P))."""
+        parts, ids, starts = [], [], []
         if read.tokens is not None:
             parts.append(read.tokens)
             ids.append(read.token_ids)
+            entry_start = np.zeros(read.token_ids.shape, dtype=bool)
+            for row, entries in enumerate(read.retrieved):
+                lengths = memory.episodic[row].lengths[entries]
+                n_slots = read.count[row] - lengths.sum()  # the semantic slots come first
+                entry_start[row, n_slots + np.cumsum(lengths) - lengths] = True
+            starts.append(entry_start)
         if self.use_working:
             states, lengths = memory.working.read(self.source_layer)
             width = states.shape[1]
@@ -205,9 +216,13 @@ class MLoTSpark(nn.Module):
                 mean = states.sum(axis=1, keepdims=True) / np.maximum(lengths, 1)[:, None, None]
                 parts.append(Tensor(np.where(valid[:, :, None], states - mean, np.float32(0))))
                 ids.append(np.where(valid, np.rint(memory.side.read(0)[0][:, :width, 0]).astype(np.int64), -1))
+                starts.append(np.broadcast_to(np.arange(width) == 0, valid.shape))
         if not parts:
-            return None, None
-        return (parts[0] if len(parts) == 1 else concat(parts, axis=1)), np.concatenate(ids, axis=1)
+            return None, None, None
+        ids, starts = np.concatenate(ids, axis=1), np.concatenate(starts, axis=1)
+        previous = np.concatenate([np.full((len(ids), 1), -1), ids[:, :-1]], axis=1)
+        previous[starts | (ids < 0)] = -1
+        return (parts[0] if len(parts) == 1 else concat(parts, axis=1)), ids, previous
 
     @staticmethod
     def pool_segment(hidden: Tensor, prefix_len: np.ndarray) -> Tensor:

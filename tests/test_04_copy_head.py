@@ -14,18 +14,22 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def reference_mixture(head, hidden, logits, memory, ids, rows):
+def layer_norm(x, weight, bias):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * weight + bias
+
+
+def reference_mixture(head, hidden, logits, memory, ids, rows, previous):
     """p(w) = (1 - s) softmax(logits)(w) + s * sum of the pointer weights of memory tokens with id w,
-    one position and one memory token at a time."""
+    one position and one memory token at a time; a key is its token's plus its predecessor's part."""
     p_head = {name: p.data for name, p in head.named_parameters()}
     N, d = hidden.shape
     out = np.zeros_like(logits)
     for n in range(N):
         row = rows[n]
-        mem = memory[row]
-        normed = (mem - mem.mean(-1, keepdims=True)) / np.sqrt(mem.var(-1, keepdims=True) + 1e-5)
-        normed = normed * p_head["memory_norm.weight"] + p_head["memory_norm.bias"]
-        keys = normed @ p_head["k_proj.weight"].T + p_head["k_proj.bias"]
+        normed = layer_norm(memory[row], p_head["memory_norm.weight"], p_head["memory_norm.bias"])
+        before = layer_norm(previous[row], p_head["previous_norm.weight"], p_head["previous_norm.bias"])
+        keys = normed @ p_head["k_proj.weight"].T + p_head["k_proj.bias"] \
+            + before @ p_head["previous_proj.weight"].T + p_head["previous_proj.bias"]
         query = hidden[n] @ p_head["q_proj.weight"].T + p_head["q_proj.bias"]
         valid = [m for m in range(len(ids[row])) if ids[row][m] >= 0]
         vocab = np.exp(logits[n] - logits[n].max())
@@ -53,14 +57,15 @@ def head_and_inputs(seed=0, dtype=np.float64):
     ids = np.array([[-1, 2, 7, 2, -1],          # a slot, a repeated token, padding
                     [-1, -1, -1, -1, -1]])      # a row with nothing to copy
     rows = np.array([0, 1, 0, 0])
-    return head, hidden, logits, memory, ids, rows
+    previous = rng(5).standard_normal((2, 5, 6)).astype(dtype)
+    return head, hidden, logits, memory, ids, rows, previous
 
 
 def test_mixture_matches_a_token_by_token_reference_and_sums_to_one():
-    head, hidden, logits, memory, ids, rows = head_and_inputs()
+    head, hidden, logits, memory, ids, rows, previous = head_and_inputs()
     with no_grad():
-        log_p = head(Tensor(hidden), Tensor(logits), Tensor(memory), ids, rows).data
-    expected = reference_mixture(head, hidden, logits, memory, ids, rows)
+        log_p = head(Tensor(hidden), Tensor(logits), Tensor(memory), ids, rows, Tensor(previous)).data
+    expected = reference_mixture(head, hidden, logits, memory, ids, rows, previous)
     np.testing.assert_allclose(np.exp(log_p), expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0, rtol=1e-12)
     vocab = np.exp(logits[1] - logits[1].max())
@@ -68,10 +73,10 @@ def test_mixture_matches_a_token_by_token_reference_and_sums_to_one():
 
 
 def test_copy_head_gradients_match_finite_differences():
-    head, hidden, logits, memory, ids, rows = head_and_inputs()
+    head, hidden, logits, memory, ids, rows, previous = head_and_inputs()
     inputs = [Tensor(hidden, requires_grad=True), Tensor(logits, requires_grad=True),
-              Tensor(memory, requires_grad=True), *head.parameters()]
-    assert gradcheck(lambda h, z, m, *params: head(h, z, m, ids, rows), inputs)
+              Tensor(memory, requires_grad=True), Tensor(previous, requires_grad=True), *head.parameters()]
+    assert gradcheck(lambda h, z, m, b, *params: head(h, z, m, ids, rows, b), inputs)
 
 
 def test_memory_read_carries_the_ids_of_the_tokens_it_read_and_of_the_working_cache():
@@ -93,6 +98,13 @@ def test_memory_read_carries_the_ids_of_the_tokens_it_read_and_of_the_working_ca
     width = read.tokens.shape[1]
     np.testing.assert_array_equal(read.pointer_ids[:, :width], read.token_ids)
     np.testing.assert_array_equal(read.pointer_ids[:, width:], np.stack([row[-cache_len:] for row in written[-1]]))
+    for row, entries in enumerate(read.retrieved):  # each token's predecessor in its own entry or the cache
+        store, tokens = model.memory.episodic[row], model.memory.entry_tokens[row]
+        expected_previous = np.concatenate(
+            [[-1] * n_slots] + [np.r_[-1, tokens[e, :store.lengths[e] - 1]] for e in entries])
+        expected_previous = np.r_[expected_previous, [-1] * (width - len(expected_previous)),
+                                  -1, written[-1][row][-cache_len:][:-1]]
+        np.testing.assert_array_equal(read.pointer_previous_ids[row], expected_previous)
     source = model.memory.working.read(model.source_layer)[0]
     np.testing.assert_allclose(read.pointer_tokens.data[:, width:], source - source.mean(axis=1, keepdims=True),
                                rtol=1e-5, atol=1e-6)
