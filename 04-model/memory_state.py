@@ -12,7 +12,7 @@ from mlot.memory.chunking import ChunkBuffer
 from mlot.memory.working import WorkingMemory
 
 
-_OWN_ARRAYS = ("entry_tokens", "doc_ids", "write_step")
+_OWN_ARRAYS = ("entry_tokens", "entry_previous", "last_archived", "doc_ids", "write_step")
 SIDE_CHANNELS = 2  # token id (exact in float32 below 2^24), surprise
 
 
@@ -28,6 +28,9 @@ class ModelMemory:
         self.side = WorkingMemory(1, config.working_cache_len, SIDE_CHANNELS, batch)  # (token id, surprise)
         self.side_chunks = ChunkBuffer(batch, config.chunk_len, SIDE_CHANNELS)
         self.entry_tokens = np.full((batch, config.episodic_capacity, config.chunk_len), -1, dtype=np.int64)
+        # the token before each entry's text, and the last token archived (the next entry's): the copy head's
+        self.entry_previous = np.full((batch, config.episodic_capacity), -1, dtype=np.int64)
+        self.last_archived = np.full(batch, -1, dtype=np.int64)
         self.doc_ids = np.full(batch, -1, dtype=np.int64)
         self.write_step = np.zeros(1, dtype=np.int64)
 
@@ -50,6 +53,8 @@ class ModelMemory:
         self.side_chunks.reset(rows)
         selected = slice(None) if rows is None else np.atleast_1d(rows)
         self.entry_tokens[selected] = -1
+        self.entry_previous[selected] = -1
+        self.last_archived[selected] = -1
         self.doc_ids[selected] = -1
 
     def state_dict(self) -> dict:

@@ -49,7 +49,8 @@ class MemoryRead:
     query_pooled: np.ndarray | None = None
     query_valid: np.ndarray | None = None
     token_ids: np.ndarray | None = None  # (B, M): each memory token's id, -1 for slots and padding
-    pointer_tokens: Tensor | None = None  # (B, P, d): what the copy head points at (memory + working cache)
+    token_previous_ids: np.ndarray | None = None  # (B, M): the id of the token before it in its text
+    pointer_tokens: Tensor | None = None  # (B, P, d): what the copy head points at (memory, cache, Part A)
     pointer_ids: np.ndarray | None = None  # (B, P): their token ids, -1 where none
     pointer_previous_ids: np.ndarray | None = None  # (B, P): the id of the token before each, -1 where none
 
@@ -156,12 +157,14 @@ class MLoTSpark(nn.Module):
         pooled, valid = self.query_chunks(batch.ids, batch.prefix_len)
         read = self._read_memory(memory, pooled, valid, record_access) if memory is not None \
             else MemoryRead.empty(batch.batch_size, pooled, valid)
-        if self.copy_head is not None and memory is not None:
-            read.pointer_tokens, read.pointer_ids, read.pointer_previous_ids = self._copyable_tokens(memory, read)
-        layer_inputs = [] if collect_layer_inputs else None
+        layer_inputs = []
         x = self.wte(batch.ids) + self.span_pos(batch.pos_b)  # (B, L, d)
         hidden, presents = self._layers(x, frame, caches, read, layer_inputs=layer_inputs)
-        return ModelOutput(hidden, self.pool_segment(hidden, batch.prefix_len), read, frame, presents, layer_inputs)
+        if self.copy_head is not None:
+            read.pointer_tokens, read.pointer_ids, read.pointer_previous_ids = self._copyable_tokens(
+                memory, read, layer_inputs[self.source_layer], batch)
+        return ModelOutput(hidden, self.pool_segment(hidden, batch.prefix_len), read, frame, presents,
+                           [states.data for states in layer_inputs] if collect_layer_inputs else None)
 
     def _layers(self, x: Tensor, frame: AttentionFrame, caches, read: "MemoryRead", past=None, layer_inputs=None):
         """The blocks, with the memory read injected in the memory layers; returns
@@ -171,7 +174,7 @@ class MLoTSpark(nn.Module):
             if read.tokens is not None and layer in self.injection_of_layer:
                 x = self.injections[self.injection_of_layer[layer]](x, read.tokens, read.count)
             if layer_inputs is not None:
-                layer_inputs.append(x.data)
+                layer_inputs.append(x)
             x, present = block(x, frame, cache=None if caches is None else caches[layer],
                                past=None if past is None else past[layer])
             presents.append(present)
@@ -189,26 +192,26 @@ class MLoTSpark(nn.Module):
         if self.copy_head is None or read.pointer_tokens is None:
             return logits
         previous = read.pointer_previous_ids
-        previous_tokens = self.wte(np.maximum(previous, 0)) * Tensor((previous >= 0)[:, :, None].astype(np.float32))
+        # constants: the pointer's gradient through every predecessor moved the tied embeddings, which
+        # retrieval keys are pooled from, and copying got worse with training (tests/test_04_copy_head.py)
+        previous_tokens = Tensor(self.wte.weight.data[np.maximum(previous, 0)] * (previous >= 0)[:, :, None])
         return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows), previous_tokens)
 
-    def _copyable_tokens(self, memory: ModelMemory, read: "MemoryRead"):
-        """What the copy head points at: the memory tokens read, then the working cache's tokens
-        (the source layer's states, centred per row like the episodic ones), so that a fact still
-        in view is copied the way one fetched from the store is; with each token's predecessor in
-        its text (-1 at the start of an entry or of the cache), which tells the token after
-        "the pass key is" from "is" itself. (tokens (B, P, d), ids (B, P), previous ids (B, P))."""
-        parts, ids, starts = [], [], []
+    def _copyable_tokens(self, memory: ModelMemory | None, read: "MemoryRead", segment_states: Tensor,
+                         batch: InfillBatch):
+        """What the copy head points at: the memory tokens read, the working cache's tokens and the
+        segment's own Part A tokens (source-layer states, each part centred per row like the
+        episodic ones), so that a fact in view is copied the way one fetched from the store is;
+        with each token's predecessor in its text (an entry's first token has the one stored
+        with the entry; -1 at the start of the cache and of Part A and after a [MASK]), which
+        tells the token after "the pass key is" from "is" itself.
+        Returns tokens (B, P, d), ids (B, P), previous ids (B, P)."""
+        parts, ids, previous = [], [], []
         if read.tokens is not None:
             parts.append(read.tokens)
             ids.append(read.token_ids)
-            entry_start = np.zeros(read.token_ids.shape, dtype=bool)
-            for row, entries in enumerate(read.retrieved):
-                lengths = memory.episodic[row].lengths[entries]
-                n_slots = read.count[row] - lengths.sum()  # the semantic slots come first
-                entry_start[row, n_slots + np.cumsum(lengths) - lengths] = True
-            starts.append(entry_start)
-        if self.use_working:
+            previous.append(read.token_previous_ids)
+        if memory is not None and self.use_working:
             states, lengths = memory.working.read(self.source_layer)
             width = states.shape[1]
             if width:
@@ -216,13 +219,18 @@ class MLoTSpark(nn.Module):
                 mean = states.sum(axis=1, keepdims=True) / np.maximum(lengths, 1)[:, None, None]
                 parts.append(Tensor(np.where(valid[:, :, None], states - mean, np.float32(0))))
                 ids.append(np.where(valid, np.rint(memory.side.read(0)[0][:, :width, 0]).astype(np.int64), -1))
-                starts.append(np.broadcast_to(np.arange(width) == 0, valid.shape))
-        if not parts:
-            return None, None, None
-        ids, starts = np.concatenate(ids, axis=1), np.concatenate(starts, axis=1)
-        previous = np.concatenate([np.full((len(ids), 1), -1), ids[:, :-1]], axis=1)
-        previous[starts | (ids < 0)] = -1
-        return (parts[0] if len(parts) == 1 else concat(parts, axis=1)), ids, previous
+                previous.append(_shifted(ids[-1]))
+        width = int(batch.prefix_len.max())
+        part_a = batch.ids[:, :width]
+        copyable = batch.part_a_mask()[:, :width] & (part_a != self.special.mask) & (part_a != self.special.pad)
+        weights = copyable / np.maximum(copyable.sum(axis=1, keepdims=True), 1)
+        states = segment_states[:, :width]
+        mean = (states * Tensor(weights[:, :, None].astype(np.float32))).sum(axis=1).reshape(len(part_a), 1, -1)
+        parts.append((states - mean) * Tensor(copyable[:, :, None].astype(np.float32)))
+        ids.append(np.where(copyable, part_a, -1))
+        previous.append(_shifted(ids[-1]))
+        ids, previous = np.concatenate(ids, axis=1), np.concatenate(previous, axis=1)
+        return concat(parts, axis=1) if len(parts) > 1 else parts[0], ids, np.where(ids >= 0, previous, -1)
 
     @staticmethod
     def pool_segment(hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
@@ -309,6 +317,7 @@ class MLoTSpark(nn.Module):
         retrieved = [np.zeros(0, np.int64)] * B
         episodic_tokens = [np.zeros((0, d), np.float32)] * B
         episodic_ids = [np.zeros(0, np.int64)] * B
+        episodic_previous = [np.zeros(0, np.int64)] * B
         if self.use_episodic:
             for row, store in enumerate(memory.episodic):
                 if store.size and query_valid[row].any():
@@ -316,7 +325,10 @@ class MLoTSpark(nn.Module):
                     retrieved[row] = _union_by_score(slots, scores)
                     episodic_tokens[row] = store.gather(retrieved[row])[0]
                     in_entry = np.arange(store.chunk_len) < store.lengths[retrieved[row], None]
-                    episodic_ids[row] = memory.entry_tokens[row, retrieved[row]][in_entry]
+                    texts = memory.entry_tokens[row, retrieved[row]]  # (n, chunk_len)
+                    episodic_ids[row] = texts[in_entry]
+                    before = memory.entry_previous[row, retrieved[row], None]
+                    episodic_previous[row] = np.concatenate([before, texts[:, :-1]], axis=1)[in_entry]
         counts = np.array([len(t) for t in episodic_tokens], dtype=np.int64)
         parts = []
         semantic = memory.semantic
@@ -333,15 +345,17 @@ class MLoTSpark(nn.Module):
         width = max(1, max(len(t) for t in episodic_tokens))
         packed = np.zeros((B, width, d), dtype=np.float32)
         packed_ids = np.full((B, width), -1, dtype=np.int64)
+        packed_previous = np.full((B, width), -1, dtype=np.int64)
         for row, (tokens, ids) in enumerate(zip(episodic_tokens, episodic_ids)):
             if len(tokens):  # centred over the row's tokens: hidden states share a large common part
                 packed[row, :len(tokens)] = tokens - tokens.mean(axis=0)
                 packed_ids[row, :len(ids)] = ids
+                packed_previous[row, :len(ids)] = episodic_previous[row]
         parts.append(Tensor(packed))
         tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
         slot_ids = np.full((B, tokens.shape[1] - width), -1, dtype=np.int64)  # semantic slots: no token
         return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid,
-                          np.concatenate([slot_ids, packed_ids], axis=1))
+                          np.concatenate([slot_ids, packed_ids], axis=1), np.concatenate([slot_ids, packed_previous], axis=1))
 
     # --- writing memory --------------------------------------------------------------------------------
     def write_memory(self, segments, surprise=None, doc_ids=None) -> None:
@@ -384,12 +398,16 @@ class MLoTSpark(nn.Module):
                 continue
             token_ids = np.rint(side[:, :, 0]).astype(np.int64)  # (n, chunk_len)
             valid = np.arange(self.config.chunk_len)[None, :] < lengths[:, None]
+            last = token_ids[np.arange(len(token_ids)), lengths - 1]  # the chunks follow each other in the text
+            before = np.r_[memory.last_archived[row], last[:-1]]
+            memory.last_archived[row] = last[-1]
             pooled, _ = self.pool_embeddings(token_ids, valid)  # (n, d)
             importance = pool_chunks(side[:, :, 1:], lengths)[:, 0]
             slots = memory.episodic[row].write(values, lengths, self.retrieval_queries(pooled), pooled,
                                                int(memory.doc_ids[row]), int(memory.write_step[0]), importance)
             written = slots >= 0
             memory.entry_tokens[row, slots[written]] = np.where(valid, token_ids, -1)[written]
+            memory.entry_previous[row, slots[written]] = before[written]
         memory.write_step += 1
 
     def read_document(self, token_ids, doc_id: int = 0) -> None:
@@ -413,6 +431,11 @@ class MLoTSpark(nn.Module):
         """The tokens of every [MASK] span of ids_with_masks, filled greedily in order."""
         from mlot.model.generation import infill
         return infill(self, ids_with_masks, max_span_tokens)
+
+
+def _shifted(ids: np.ndarray) -> np.ndarray:
+    """Each token's predecessor in a run of text (B, n): ids moved one right, -1 first."""
+    return np.concatenate([np.full((len(ids), 1), -1), ids[:, :-1]], axis=1)
 
 
 def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The copy head: its mixture against a slow loop over tokens, its gradients against finite
 differences, the memory token ids it points at, and a pass key copied from memory after training."""
 import numpy as np
+import pytest
 
 from mlot.architecture import Tensor, gradcheck, no_grad
 from mlot.architecture.optim import AdamW
@@ -79,7 +80,7 @@ def test_copy_head_gradients_match_finite_differences():
     assert gradcheck(lambda h, z, m, b, *params: head(h, z, m, ids, rows, b), inputs)
 
 
-def test_memory_read_carries_the_ids_of_the_tokens_it_read_and_of_the_working_cache():
+def test_pointer_covers_the_tokens_read_the_working_cache_and_part_a_with_their_predecessors():
     model = filled_model(copy_head=True)
     batch = make_infill_batch([np.arange(10, 22), np.arange(20, 28)], [[(3, 5)], [(1, 2)]], SPECIAL)
     read = model(batch, record_access=False).read
@@ -97,22 +98,46 @@ def test_memory_read_carries_the_ids_of_the_tokens_it_read_and_of_the_working_ca
     cache_len = model.config.working_cache_len
     width = read.tokens.shape[1]
     np.testing.assert_array_equal(read.pointer_ids[:, :width], read.token_ids)
-    np.testing.assert_array_equal(read.pointer_ids[:, width:], np.stack([row[-cache_len:] for row in written[-1]]))
-    for row, entries in enumerate(read.retrieved):  # each token's predecessor in its own entry or the cache
+    np.testing.assert_array_equal(read.pointer_ids[:, width:width + cache_len],
+                                  np.stack([row[-cache_len:] for row in written[-1]]))
+    # then Part A without its [MASK]s and padding: row 0 is 10 11 12 [M] 15 ..., row 1 20 [M] 22 ... 27 [PAD] ...
+    part_a = read.pointer_ids[:, width + cache_len:]
+    np.testing.assert_array_equal(part_a[0], [10, 11, 12, -1, 15, 16, 17, 18, 19, 20, 21])
+    np.testing.assert_array_equal(part_a[1], [20, -1, 22, 23, 24, 25, 26, 27, -1, -1, -1])
+    for row, entries in enumerate(read.retrieved):  # each token's predecessor in the text written
+        stream = np.concatenate([segments[row] for segments in written])
         store, tokens = model.memory.episodic[row], model.memory.entry_tokens[row]
+        for e in np.flatnonzero(store.live):  # an entry's first token: the token before the entry's text
+            text = tokens[e, :store.lengths[e]]
+            start = next(i for i in range(len(stream)) if (stream[i:i + len(text)] == text).all())
+            assert model.memory.entry_previous[row, e] == (stream[start - 1] if start else -1)
         expected_previous = np.concatenate(
-            [[-1] * n_slots] + [np.r_[-1, tokens[e, :store.lengths[e] - 1]] for e in entries])
+            [[-1] * n_slots] + [np.r_[model.memory.entry_previous[row, e], tokens[e, :store.lengths[e] - 1]]
+                                for e in entries])
         expected_previous = np.r_[expected_previous, [-1] * (width - len(expected_previous)),
                                   -1, written[-1][row][-cache_len:][:-1]]
-        np.testing.assert_array_equal(read.pointer_previous_ids[row], expected_previous)
+        np.testing.assert_array_equal(read.pointer_previous_ids[row, :width + cache_len], expected_previous)
+    previous_a = read.pointer_previous_ids[:, width + cache_len:]  # none at the start and around a [MASK]
+    np.testing.assert_array_equal(previous_a[0], [-1, 10, 11, -1, -1, 15, 16, 17, 18, 19, 20])
+    np.testing.assert_array_equal(previous_a[1], [-1, -1, -1, 22, 23, 24, 25, 26, -1, -1, -1])
     source = model.memory.working.read(model.source_layer)[0]
-    np.testing.assert_allclose(read.pointer_tokens.data[:, width:], source - source.mean(axis=1, keepdims=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(read.pointer_tokens.data[:, width:width + cache_len],
+                               source - source.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    with no_grad():
+        states = model(batch, record_access=False, collect_layer_inputs=True).layer_inputs[model.source_layer]
+    copyable = part_a >= 0
+    for row in range(2):
+        kept = states[row, :part_a.shape[1]][copyable[row]]
+        np.testing.assert_allclose(read.pointer_tokens.data[row, width + cache_len:][copyable[row]],
+                                   kept - kept.mean(axis=0), rtol=1e-4, atol=1e-5)
+        assert (read.pointer_tokens.data[row, width + cache_len:][~copyable[row]] == 0).all()
 
 
-def test_copy_head_learns_to_copy_a_key_from_episodic_memory():
-    """Each document states a key (one of 20 tokens) among filler, beyond the working window; the
-    question asks for it. Only the copy head can be right far above chance (1/20) this fast."""
+@pytest.mark.parametrize("where", ["episodic memory", "the segment itself"])
+def test_copy_head_learns_to_copy_a_key(where):
+    """Each document states a key (one of 20 tokens) among filler, beyond the working window or in
+    the asking segment itself; the question asks for it. Only the copy head can be right far above
+    chance (1/20) this fast."""
     config = tiny_config(vocab_size=60, d_model=16, segment_len=8, chunk_len=4, working_cache_len=0,
                          episodic_capacity=8, retrieval_top_k=2, semantic=False, copy_head=True)
     from mlot.model.model import MLoTSpark
@@ -124,6 +149,10 @@ def test_copy_head_learns_to_copy_a_key_from_episodic_memory():
         r = rng(seed)
         answers = r.choice(keys, size)
         model.reset_memory(batch_size=size)
+        if where == "the segment itself":  # filler, "marker key", filler, "question marker [MASK]"
+            asked = [np.r_[r.integers(50, 60, 2), marker, key, r.integers(50, 60, 1), question, marker, key]
+                     for key in answers]
+            return make_infill_batch(asked, [[(7, 8)]] * size, model.special), answers
         for part in range(3):  # filler, the fact "marker key" in the middle, filler
             segments = [r.integers(50, 60, 8) for _ in range(size)]
             if part == 1:
