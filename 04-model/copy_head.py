@@ -1,19 +1,19 @@
-"""Copying from memory: a pointer over the memory tokens, mixed into the output distribution.
+"""Copying: a pointer over the memory tokens and the segment's own, mixed into the output distribution.
 
 A fact fetched from episodic memory has to come out as the very token that was stored (a pass
 key, a name). Through the cross-attention's value and output projections that means learning
 an identity map over the vocabulary, token by token, which a small model trained for minutes
 did not get to (06-evaluation/README.md: 0 % passkey without this head). A pointer has the
 identity built in, as in pointer-generator networks (See et al., 2017): attention over the
-memory tokens, whose token ids the episodic store keeps, is itself a distribution over tokens,
-and a switch decides how much of it to use:
+memory tokens, whose token ids the episodic store keeps (and over the working cache's and the
+segment's own visible tokens), is itself a distribution over tokens, and a switch decides how
+much of it to use:
 
     p(w) = (1 - s) softmax(logits)(w) + s * sum_m a_m [id_m = w],   s = sigmoid(switch(h))
 
-A memory token's key also holds the embedding of the token before it in its text, as an
-induction head matches on the previous token: without it the pointer, asked for what follows
-"the pass key is", picked "is" or "key" themselves, whose states say as much about the key as
-the key's own (passkey at 8 windows: 86 %, every failure a neighbour or another "is").
+A token's key also holds the embedding of the token before it in its text, as an induction head
+matches on the previous token: without it the pointer, asked for what follows "the pass key is",
+picked "is" or "key" themselves, whose states say as much about the key as the key's own.
 
 The head returns log p: used as logits, cross-entropy, argmax and temperature sampling work on
 it unchanged (log_softmax(log p) = log p).
@@ -79,7 +79,7 @@ class MemoryCopyHead(nn.Module):
         own_row = (np.arange(N)[:, None], rows[:, None] * M + np.arange(M)[None, :])
         scores = (self.q_proj(hidden) @ keys.T)[own_row] * d ** -0.5  # (N, M)
         pointer = F.softmax(scores.masked_fill(~copyable, -1e9), axis=-1)
-        has_memory = copyable.any(axis=1, keepdims=True).astype(hidden.dtype)  # no memory: no copying
-        share = self.switch(hidden).sigmoid() * has_memory  # (N, 1)
+        anything = copyable.any(axis=1, keepdims=True).astype(hidden.dtype)  # nothing to copy: no copying
+        share = self.switch(hidden).sigmoid() * anything  # (N, 1)
         mixed = (1 - share) * F.softmax(logits, axis=-1) + share * scatter_to_vocab(pointer, ids, logits.shape[-1])
         return (mixed + SMALLEST_PROBABILITY).log()
