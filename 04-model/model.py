@@ -355,7 +355,8 @@ class MLoTSpark(nn.Module):
         tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
         slot_ids = np.full((B, tokens.shape[1] - width), -1, dtype=np.int64)  # semantic slots: no token
         return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid,
-                          np.concatenate([slot_ids, packed_ids], axis=1), np.concatenate([slot_ids, packed_previous], axis=1))
+                          np.concatenate([slot_ids, packed_ids], axis=1),
+                          np.concatenate([slot_ids, packed_previous], axis=1))
 
     # --- writing memory --------------------------------------------------------------------------------
     def write_memory(self, segments, surprise=None, doc_ids=None) -> None:
