@@ -327,8 +327,7 @@ class MLoTSpark(nn.Module):
                     in_entry = np.arange(store.chunk_len) < store.lengths[retrieved[row], None]
                     texts = memory.entry_tokens[row, retrieved[row]]  # (n, chunk_len)
                     episodic_ids[row] = texts[in_entry]
-                    before = memory.entry_previous[row, retrieved[row], None]
-                    episodic_previous[row] = np.concatenate([before, texts[:, :-1]], axis=1)[in_entry]
+                    episodic_previous[row] = _shifted(texts, memory.entry_previous[row, retrieved[row]])[in_entry]
         counts = np.array([len(t) for t in episodic_tokens], dtype=np.int64)
         parts = []
         semantic = memory.semantic
@@ -434,9 +433,11 @@ class MLoTSpark(nn.Module):
         return infill(self, ids_with_masks, max_span_tokens)
 
 
-def _shifted(ids: np.ndarray) -> np.ndarray:
-    """Each token's predecessor in a run of text (B, n): ids moved one right, -1 first."""
-    return np.concatenate([np.full((len(ids), 1), -1), ids[:, :-1]], axis=1)
+def _shifted(ids: np.ndarray, first=-1) -> np.ndarray:
+    """Each token's predecessor in runs of text (B, n): ids moved one right, after `first` (a
+    scalar or one per row: what came before each run, -1 for nothing)."""
+    before = np.broadcast_to(np.reshape(first, (-1, 1)), (len(ids), 1))
+    return np.concatenate([before, ids[:, :-1]], axis=1)
 
 
 def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:
