@@ -23,9 +23,10 @@ import types
 import typing
 
 from mlot.architecture.atomic import atomic_output
+from mlot.architecture.cli import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration mistake; ``key`` is the offending (dotted) key, ``source`` the file."""
 
     def __init__(self, reason, key=None, source=None):

@@ -40,8 +40,8 @@ from mlot.model.infilling import IGNORE_INDEX, make_infill_batch
 from mlot.model.memory_state import ModelMemory
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.training.checkpointing import (LATEST_NAME, CheckpointError, CheckpointManager, checkpoint_info,
-                                        load_checkpoint)
+from mlot.architecture.checkpoint_file import CheckpointError, checkpoint_info, load_checkpoint
+from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.loss_functions import reconstruction_loss, retrieval_alignment_loss
 from mlot.training.memory_weights import backbone_fingerprint, save_memory_weights
 from mlot.training.trained_model import load_trained_model

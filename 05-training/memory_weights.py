@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mlot.model.copy_head import MemoryCopyHead
-from mlot.training.checkpointing import CheckpointError, load_checkpoint, save_arrays
+from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
 
 FORMAT = "mlot-memory-weights"
 

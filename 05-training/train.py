@@ -19,7 +19,8 @@ from pathlib import Path
 from mlot.architecture.config import ConfigError, ModelConfig, read_json_object
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
-from mlot.training.checkpointing import LATEST_NAME, CheckpointError, CheckpointManager
+from mlot.architecture.checkpoint_file import CheckpointError
+from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.distributed import DistributedError, init_world
 from mlot.training.dialogue_finetune import DialogueFinetuner
 from mlot.training.memory_finetune import MemoryFinetuner, checkpoint_stage, run_stage

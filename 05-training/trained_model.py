@@ -12,7 +12,8 @@ from typing import NamedTuple
 from mlot.architecture.config import ModelConfig
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.training.checkpointing import CheckpointError, CheckpointManager, LATEST_NAME, load_checkpoint
+from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
+from mlot.training.checkpointing import CheckpointManager, LATEST_NAME
 from mlot.training.memory_weights import load_memory_weights
 
 

@@ -31,7 +31,7 @@ from mlot.evaluation.recall import load_recall_cases, score_recall
 from mlot.evaluation.trained_memory import restore_semantic_memory
 from mlot.evaluation.validation import checkpoint_phase, validate
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
-from mlot.training.checkpointing import CheckpointError
+from mlot.architecture.checkpoint_file import CheckpointError
 from mlot.training.trained_model import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[1]

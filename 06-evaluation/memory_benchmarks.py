@@ -34,7 +34,7 @@ from mlot.architecture.atomic import atomic_output
 from mlot.evaluation.memory_tasks import NUMBERS, PLACES, associative_recall_case, fact_case, passkey_case
 from mlot.evaluation.recall import score_recall
 from mlot.evaluation.trained_memory import restore_semantic_memory
-from mlot.training.checkpointing import CheckpointError, load_checkpoint, save_arrays
+from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
 from mlot.training.trained_model import load_trained_model
 
 SETTINGS = {

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mlot.architecture.optim import AdamW, WarmupCosine, clip_grad_norm_
 from mlot.evaluation.memory_tasks import associative_recall_case, fact_case, passkey_case
 from mlot.model.infilling import make_infill_batch
-from mlot.training.checkpointing import CheckpointError, save_arrays
+from mlot.architecture.checkpoint_file import CheckpointError, save_arrays
 from mlot.training.loss_functions import reconstruction_loss
 from mlot.training.trained_model import load_trained_model
 

@@ -8,7 +8,7 @@ would read nothing more than "episodic only". The checkpoint keeps them under
 """
 from __future__ import annotations
 
-from mlot.training.checkpointing import load_checkpoint
+from mlot.architecture.checkpoint_file import load_checkpoint
 
 SEMANTIC_PREFIX = "memory.cascade.semantic."
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlot.architecture.config import ConfigError
 from mlot.model.generation import Sampler
-from mlot.training.checkpointing import CheckpointError
+from mlot.architecture.checkpoint_file import CheckpointError
 from mlot.training.trained_model import load_trained_model
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "latest_checkpoint.pt"

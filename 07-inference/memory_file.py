@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
-from mlot.training.checkpointing import CheckpointError, array_sha256, load_checkpoint, save_arrays
+from mlot.architecture.checkpoint_file import CheckpointError, array_sha256, load_checkpoint, save_arrays
 
 MEMORY_FILE_KIND = "mlot-chat-memory"
 MEMORY_FILE_VERSION = 2  # 2: entries keep the token before their text (entry_previous, last_archived)

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from mlot.training import checkpointing
-from mlot.training.checkpointing import (CheckpointError, CheckpointManager, CheckpointRecoveryWarning,
-                                         checkpoint_info, load_checkpoint, save_arrays)
+from mlot.architecture.checkpoint_file import (CheckpointError, CheckpointRecoveryWarning, checkpoint_info,
+                                               load_checkpoint, save_arrays)
+from mlot.training.checkpointing import CheckpointManager
 
 NAMES_WITH_SEPARATORS = ["model.blocks.0.attn.qkv.weight", "memory/cascade/episodic.3.keys", "../../escape",
                          "ünïcødé name", "manifest.json"]
@@ -609,6 +610,6 @@ def test_inspect_command_prints_the_chain_and_fails_cleanly_on_a_bad_file(tmp_pa
     output = capsys.readouterr().out
     assert "latest_checkpoint.pt (" in output and "ckpt_00000002.pt" in output and "verified" in output
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    assert checkpointing.main(["inspect", str(tmp_path / "junk.pt")]) == 1
+    assert checkpointing.main(["inspect", str(tmp_path / "junk.pt")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "junk.pt" in error

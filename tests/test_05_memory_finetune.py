@@ -15,7 +15,8 @@ from mlot.tokenization.generate_corpus import generate_corpus
 from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training import memory_finetune as mf
-from mlot.training.checkpointing import LATEST_NAME, CheckpointError, CheckpointManager, load_checkpoint
+from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
+from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.memory_weights import load_memory_weights, save_memory_weights
 from mlot.training.train import main as train_main
 from mlot.training.trained_model import load_trained_model

@@ -14,7 +14,7 @@ from mlot.inference.memory_file import load_memory_file, save_memory_file
 from mlot.inference.memory_listing import episodic_entries
 from mlot.inference.streaming import TextStream
 from mlot.model.generation import Sampler, generate
-from mlot.training.checkpointing import CheckpointError
+from mlot.architecture.checkpoint_file import CheckpointError
 from mlot.training.trained_model import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
