@@ -9,7 +9,6 @@ PyTorch is importable, `../shared/bench/torch_twin.py` runs the same configs in 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mlot.architecture import OMP_WAIT_POLICY_WAS_SET
+from mlot.architecture.cli import documented_parser, non_negative_int, positive_int
 from mlot.architecture.gpt import GPT
 from mlot.architecture.optim import AdamW
 
@@ -102,16 +102,15 @@ def blas_info() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per config")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (Numba compiles here)")
+    parser = documented_parser(__doc__)
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS),
+                        help="model sizes to time (default: all)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps per config (default: %(default)s)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3,
+                        help="untimed steps first, Numba compiles here (default: %(default)s)")
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch twin")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
 
     threads = os.cpu_count() or 1
     warnings = [f"{name} is set; it can slow small matrix products (unset it in this command)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -21,6 +22,14 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def documented_parser(doc: str) -> OneLineParser:
+    """The parser of a command whose module docstring is its manual: the first paragraph is the
+    --help description, the rest (examples, notes) the epilog, line breaks kept."""
+    summary, _, details = doc.strip().partition("\n\n")
+    return OneLineParser(description=summary, epilog=details or None,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run_command(main, argv=None) -> int:
@@ -69,6 +78,14 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def existing_file(text: str) -> Path:
+    """A path that must name a file already there (checked while parsing, so the error names the option)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file {text}")
+    return path
 
 
 def probability(text: str) -> float:

@@ -267,7 +267,6 @@ class ModelConfig(JsonConfig):
     max_span_len: int = 16          # longest masked span in contextual reconstruction (tokens)
     dropout: float = 0.0            # dropout probability in [0, 1); 0 for small-data runs
     layer_norm_eps: float = 1e-5    # epsilon inside layer norm
-    tie_embeddings: bool = True     # output projection shares the token embedding matrix
 
     # --- memory cascade (working -> episodic -> semantic)
     working_cache_len: int = 128    # tokens of the previous segment(s) kept as attention cache; 0 disables

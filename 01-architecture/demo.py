@@ -7,13 +7,13 @@ sorted half, so a falling loss means the model learned to sort, not to copy.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
 from mlot.architecture import no_grad
+from mlot.architecture.cli import documented_parser, positive_int
 from mlot.architecture.gpt import GPT
 from mlot.architecture.optim import AdamW
 from mlot.architecture.schedules import WarmupCosine
@@ -38,13 +38,13 @@ def sorted_accuracy(model: GPT, ids: np.ndarray, targets: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Train a tiny GPT to sort digits and print its loss falling.")
-    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    parser.add_argument("--length", type=int, default=6, help="digits per example (default 6)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = documented_parser(__doc__)
+    parser.add_argument("--steps", type=positive_int, default=400, help="training steps (default %(default)s)")
+    parser.add_argument("--length", type=int, default=6, help="digits per example, at least 2 (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and examples (default %(default)s)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.length < 2:
-        parser.error("--steps must be >= 1 and --length >= 2")
+    if args.length < 2:
+        parser.error(f"argument --length: must be >= 2, got {args.length}")
 
     digits, rng = 6, np.random.default_rng(args.seed)
     model = GPT(digits, 48, 2, 4, 2 * args.length, rng=rng)

@@ -176,6 +176,21 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     return _CrossEntropy.apply(logits, targets=targets.reshape(-1).astype(np.int64), ignore_index=ignore_index)
 
 
+def target_nll(logits, targets) -> np.ndarray:
+    """-log softmax(logits)[target] of each row, in float64, without autograd (for scoring:
+    validation, bits per byte, per-token surprise). logits (N, V), targets (N,) -> (N,).
+
+    float64 so that sums over millions of targets and differences of nearly equal logits keep
+    their digits; the row maximum is subtracted before exp (log-sum-exp)."""
+    z = np.asarray(logits.data if isinstance(logits, Tensor) else logits, dtype=np.float64)  # (N, V)
+    targets = np.asarray(targets, dtype=np.int64)
+    if z.ndim != 2 or targets.shape != z.shape[:1]:
+        raise ValueError(f"target_nll: targets of shape {targets.shape} for logits of shape {z.shape}")
+    peak = z.max(axis=1, keepdims=True)  # (N, 1)
+    log_norm = peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1))
+    return log_norm - z[np.arange(len(targets)), targets]
+
+
 # --- attention ---------------------------------------------------------------------------------
 _NO_PREFIX = np.zeros(1, dtype=np.int64)
 

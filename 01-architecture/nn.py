@@ -60,9 +60,6 @@ class Module:
     def modules(self):
         return (module for _, module in self.named_modules())
 
-    def children(self):
-        return iter(self._modules.values())
-
     def named_parameters(self, prefix: str = ""):
         """(dotted name, parameter) pairs; a parameter shared by two modules appears once."""
         seen = set()

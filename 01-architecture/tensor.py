@@ -15,7 +15,6 @@ counters). Writing into `t.data[...]` directly bypasses the check, like PyTorch'
 from __future__ import annotations
 
 import contextlib
-import weakref
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def as_float_array(value, dtype=None) -> np.ndarray:
 class Tensor:
     """An array that remembers how it was computed, so that gradients can flow back to it."""
 
-    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version")
     __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -249,7 +248,6 @@ class Function:
         if requires_grad:
             ctx.parents = tensors
             ctx.input_versions = tuple(t._version for t in tensors)
-            ctx.output_ref = weakref.ref(output)
             output._ctx = ctx
         return output
 

@@ -8,11 +8,12 @@ never forms that matrix. Figures are medians over repeats, after one warm-up cal
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
 import numpy as np
 
+from mlot.architecture.cli import documented_parser, positive_int
 from mlot.memory.kernels import topk_cosine
 
 
@@ -36,16 +37,18 @@ def median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6], help="store sizes N")
-    parser.add_argument("--dim", type=int, default=64, help="key width r")
-    parser.add_argument("--k", type=int, default=8, help="results per query")
-    parser.add_argument("--queries", type=int, default=16, help="queries per call Q")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
-    args = parser.parse_args()
-    if min(args.sizes) < args.k or min(args.dim, args.k, args.queries, args.repeats) < 1:
-        parser.error("sizes must be >= k, and dim, k, queries, repeats >= 1")
+def main(argv=None) -> int:
+    parser = documented_parser(__doc__)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[10**3, 10**4, 10**5, 10**6],
+                        help="store sizes N, each at least k (default: %(default)s)")
+    parser.add_argument("--dim", type=positive_int, default=64, help="key width r (default: %(default)s)")
+    parser.add_argument("--k", type=positive_int, default=8, help="results per query (default: %(default)s)")
+    parser.add_argument("--queries", type=positive_int, default=16, help="queries per call Q (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed calls per figure, the median is shown (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if min(args.sizes) < args.k:
+        parser.error(f"argument --sizes: every size must be >= k={args.k}, got {min(args.sizes)}")
 
     rng = np.random.default_rng(0)
     print(f"top-{args.k} cosine, r={args.dim}, Q={args.queries}; median of {args.repeats} calls")
@@ -58,7 +61,8 @@ def main() -> None:
         ours, theirs = topk_cosine(queries, keys, args.k), numpy_topk(queries, keys, args.k)
         same = np.array_equal(np.sort(ours[0], axis=1), np.sort(theirs[0], axis=1))
         print(f"{n:>9} {kernel * 1e3:>10.2f} {reference * 1e3:>10.2f} {reference / kernel:>12.2f}  {same}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

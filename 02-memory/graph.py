@@ -53,10 +53,6 @@ class MemoryGraph:
         self.weights[slot, :] = 0.0
         self.weights[:, slot] = 0.0
 
-    def degree(self) -> np.ndarray:
-        """Total edge weight of each slot, (slots,)."""
-        return self.weights.sum(axis=1)
-
     def normalized_adjacency(self, live=None) -> np.ndarray:
         """(slots, slots) float32: row i = (weights[i] + e_i) / (sum of weights[i] + 1) over live slots.
 

@@ -9,18 +9,19 @@ the same special tokens; encoding uses one file (ours, saved) loaded by both, on
 loading not timed, and the best of the repeats. HF training runs with its default parallelism (all cores). The ids of the
 two encoders are compared, so a speed figure never hides a wrong answer.
 """
-import argparse
 import json
 import os
 import tempfile
+import sys
 import time
 from pathlib import Path
 
-from mlot.tokenization.cli import DEFAULT_CORPUS_DIR, run_main
+from mlot.architecture.cli import documented_parser, existing_file, positive_int, run_command
+from mlot.tokenization.cli import DEFAULT_CORPUS_DIR
 from mlot.tokenization.generate_corpus import DOCUMENTS_FILE, generate_corpus
 from mlot.tokenization.special_tokens import SPECIAL_TOKENS
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.tokenization.trainer import train
+from mlot.tokenization.trainer import check_training_request, train
 
 
 def _best_seconds(run, repeats: int, setup=lambda: None) -> float:
@@ -74,11 +75,18 @@ def _hf_figures(documents, vocab_size, tokenizer_path, repeats):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Benchmark BPE training and encoding (against HF tokenizers if installed).")
-    parser.add_argument("--corpus", type=Path, help="a JSONL file with a 'text' field (default: the generated corpus)")
-    parser.add_argument("--vocab_size", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = documented_parser(__doc__)
+    parser.add_argument("--corpus", type=existing_file,
+                        help="a JSONL file with a 'text' field (default: the generated corpus)")
+    parser.add_argument("--vocab_size", type=positive_int, default=4096,
+                        help="tokens in the trained vocabulary (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed runs of each measure, the best is shown (default: %(default)s)")
     args = parser.parse_args(argv)
+    try:
+        check_training_request(args.vocab_size, SPECIAL_TOKENS)
+    except ValueError as error:
+        parser.error(f"argument --vocab_size: {error}")
     documents = _load_documents(args.corpus)
     megabytes = sum(len(text.encode("utf-8")) for text in documents) / 1e6
     print(f"corpus: {megabytes:.2f} MB in {len(documents)} documents; vocab_size {args.vocab_size}; "
@@ -109,4 +117,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command(main))

@@ -1,27 +1,17 @@
-"""What the stage's command-line scripts share: one-line errors for user mistakes, sizes, paths."""
+"""What the stage's command-line scripts share: sizes and the default paths (one-line errors for a user's
+mistakes come from mlot.architecture.cli, as for every command)."""
 import re
-import sys
 from pathlib import Path
 
+from mlot.architecture.cli import UserError
+
 STAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CORPUS_DIR = STAGE_DIR / "corpus"
-DEFAULT_DATASET_DIR = STAGE_DIR / "tokenized_data"
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; reported as one `error: ...` line, without a traceback."""
-
-
-def run_main(main) -> None:
-    """Run main(); a UserError, a file-system error or Ctrl-C becomes one line on stderr and a non-zero exit."""
-    try:
-        main()
-    except (UserError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
+# The default data are written beside this stage in a source checkout (03-tokenization/corpus,
+# 03-tokenization/tokenized_data); an installed package must not write into site-packages, so there
+# they are folders of the current directory, as training's default checkpoints/ folder is.
+DATA_DIR = STAGE_DIR if STAGE_DIR.name == "03-tokenization" else Path()
+DEFAULT_CORPUS_DIR = DATA_DIR / "corpus"
+DEFAULT_DATASET_DIR = DATA_DIR / "tokenized_data"
 
 
 def parse_size(text: str) -> int:

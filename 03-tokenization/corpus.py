@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlot.tokenization.cli import UserError
+from mlot.architecture.cli import UserError
 
 SPLIT_MODES = ("file", "blank_line")
 

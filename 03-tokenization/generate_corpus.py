@@ -8,7 +8,6 @@ Writes (deterministically for a seed) into DIR (default 03-tokenization/corpus/)
   recall.jsonl            {"context", "query", "answer", "kind", "level"}: held-out recall cases
   manifest.json           seed, size and counts
 """
-import argparse
 import json
 import random
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mlot.tokenization.atomic_io import atomic_open, atomic_write_text
-from mlot.tokenization.cli import DEFAULT_CORPUS_DIR, UserError, folder_holds_data, parse_size, run_main
+from mlot.architecture.atomic import atomic_output, atomic_write_text
+from mlot.architecture.cli import UserError, documented_parser, run_command
+from mlot.tokenization.cli import DEFAULT_CORPUS_DIR, folder_holds_data, parse_size
 from mlot.tokenization.synthetic_dialogues import dialogue
 from mlot.tokenization.synthetic_documents import (compound_document, recall_case, simple_document,
                                                    story_document)
@@ -33,7 +33,7 @@ _KIND_OF_LEVEL = {1: "simple", 2: "compound", 3: "story", 4: "story"}
 
 
 def _write_jsonl(path: Path, records) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
+    with atomic_output(path, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -96,7 +96,7 @@ def generate_corpus(output_dir, seed: int = 0, size_bytes: int = DEFAULT_SIZE, o
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic default corpus (deterministic for a seed).")
+    parser = documented_parser(__doc__)
     parser.add_argument("--seed", type=int, default=0, help="seed of the world and of every text (default 0)")
     parser.add_argument("--size", default="5M", help="approximate size of documents.jsonl text, e.g. 5M, 200K")
     parser.add_argument("--output", type=Path, default=DEFAULT_CORPUS_DIR, help="folder to write (default: %(default)s)")
@@ -109,4 +109,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command(main))

@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlot.tokenization.atomic_io import atomic_write_text
+from mlot.architecture.atomic import atomic_write_text
+from mlot.architecture.cli import UserError
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(UserError, ValueError):
     """A tokenizer.json that is unreadable or describes a tokenizer this codec cannot run."""
 
 

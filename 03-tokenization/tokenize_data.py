@@ -8,18 +8,16 @@ needs), the second encodes documents in batches and appends them to train.bin / 
 Memory stays bounded by one batch of text plus the distinct-word table, whatever the corpus size.
 Documents go to val at random (exactly round(val_fraction * n) of them, seeded).
 """
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from mlot.tokenization.cli import (DEFAULT_CORPUS_DIR, DEFAULT_DATASET_DIR, UserError, folder_holds_data,
-                                   run_main)
+from mlot.architecture.cli import UserError, documented_parser, existing_file, positive_int, run_command
+from mlot.tokenization.cli import DEFAULT_CORPUS_DIR, DEFAULT_DATASET_DIR, folder_holds_data
 from mlot.tokenization.corpus import SPLIT_MODES, iter_documents, resolve_inputs
 from mlot.tokenization.generate_corpus import DOCUMENTS_FILE, generate_corpus
-from mlot.tokenization.hf_json import TokenizerFileError
 from mlot.tokenization.special_tokens import SPECIAL_TOKENS
 from mlot.tokenization.tokenized_data import TokenizedDataError, TokenizedDataWriter
 from mlot.tokenization.tokenizer import Tokenizer
@@ -76,10 +74,7 @@ def _check_request(inputs, output: Path, vocab_size, tokenizer_path, val_fractio
         raise UserError(f"output folder {output} already holds data; pass --overwrite to replace it")
     resolve_inputs(inputs)
     if tokenizer_path is not None:
-        try:
-            return Tokenizer.from_file(tokenizer_path)
-        except TokenizerFileError as error:
-            raise UserError(str(error)) from None
+        return Tokenizer.from_file(tokenizer_path)
     try:
         check_training_request(vocab_size, SPECIAL_TOKENS)
     except ValueError as error:
@@ -110,25 +105,22 @@ def tokenize_corpus(inputs, output, vocab_size: int = DEFAULT_VOCAB_SIZE, tokeni
         tokenizer = train_from_counts(counter, vocab_size, SPECIAL_TOKENS)
     in_val = _validation_mask(n_documents, val_fraction, seed)
     counts = {"train": int(n_documents - in_val.sum()), "val": int(in_val.sum())}
-    try:
-        with TokenizedDataWriter(output, tokenizer, counts, overwrite) as writer:
-            index = 0
-            with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="encoding", disable=not progress) as bar:
-                for batch in _batches(_documents_by_file(files, split, jsonl_field, bar), BATCH_CHARS):
-                    ids, ends = tokenizer.encode_flat(batch)
-                    starts = np.concatenate([[0], ends[:-1]])
-                    for start, end in zip(starts.tolist(), ends.tolist()):
-                        if index == n_documents:
-                            raise TokenizedDataError("more documents than counted; did the input change while reading?")
-                        writer.add("val" if in_val[index] else "train", ids[start:end])
-                        index += 1
-            return writer.commit({
-                "sources": [str(name) for name in inputs], "source_files": len(files),
-                "tokenizer_source": str(tokenizer_path) if tokenizer_path else "trained",
-                "val_fraction": val_fraction, "seed": seed, "split": split, "jsonl_field": jsonl_field,
-            })
-    except TokenizedDataError as error:
-        raise UserError(str(error)) from None
+    with TokenizedDataWriter(output, tokenizer, counts, overwrite) as writer:
+        index = 0
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="encoding", disable=not progress) as bar:
+            for batch in _batches(_documents_by_file(files, split, jsonl_field, bar), BATCH_CHARS):
+                ids, ends = tokenizer.encode_flat(batch)
+                starts = np.concatenate([[0], ends[:-1]])
+                for start, end in zip(starts.tolist(), ends.tolist()):
+                    if index == n_documents:
+                        raise TokenizedDataError("more documents than counted; did the input change while reading?")
+                    writer.add("val" if in_val[index] else "train", ids[start:end])
+                    index += 1
+        return writer.commit({
+            "sources": [str(name) for name in inputs], "source_files": len(files),
+            "tokenizer_source": str(tokenizer_path) if tokenizer_path else "trained",
+            "val_fraction": val_fraction, "seed": seed, "split": split, "jsonl_field": jsonl_field,
+        })
 
 
 def build_default_dataset(output=DEFAULT_DATASET_DIR, overwrite: bool = False, seed: int = 0,
@@ -150,15 +142,13 @@ def ensure_default_dataset(progress: bool = True) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Tokenize a corpus into tokenized_data/ (train.bin, val.bin, document offsets, meta.json, "
-                    "tokenizer.json). Without --input: the embedded synthetic corpus, generated if missing.")
+    parser = documented_parser(__doc__)
     parser.add_argument("--input", nargs="+", metavar="FILE_OR_DIR",
                         help="text files, .jsonl files or folders (searched recursively)")
-    parser.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE,
+    parser.add_argument("--vocab_size", type=positive_int, default=DEFAULT_VOCAB_SIZE,
                         help="tokens in the trained vocabulary, special and byte tokens included (default %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_DATASET_DIR, help="folder to write (default %(default)s)")
-    parser.add_argument("--tokenizer", type=Path, help="reuse this tokenizer.json instead of training one")
+    parser.add_argument("--tokenizer", type=existing_file, help="reuse this tokenizer.json instead of training one")
     parser.add_argument("--val_fraction", type=float, default=0.05, help="share of documents for val (default 0.05)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (and of the default corpus)")
     parser.add_argument("--jsonl_field", default="text", help="field holding the text in .jsonl files (default text)")
@@ -180,4 +170,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command(main))

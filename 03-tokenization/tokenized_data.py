@@ -12,14 +12,15 @@ place only when complete: an interrupted run leaves the previous output untouche
 """
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mlot.tokenization.atomic_io import current_umask
+from mlot.architecture.atomic import atomic_write_text, fsync_path
+from mlot.architecture.cli import UserError
 from mlot.tokenization.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
@@ -31,16 +32,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-class TokenizedDataError(ValueError):
+class TokenizedDataError(UserError, ValueError):
     """A tokenized_data folder that is incomplete or inconsistent."""
-
-
-def _fsync_path(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class TokenizedDataWriter:
@@ -57,10 +50,11 @@ class TokenizedDataWriter:
         self.overwrite = overwrite
         self.dtype = token_dtype(tokenizer.vocab_size)
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.partial-", dir=self.output.parent))
+        # made by mkdir, not tempfile.mkdtemp, so that the folder gets the umask's mode, not owner-only
+        self.staging = self.output.with_name(f".{self.output.name}.partial-{secrets.token_hex(4)}")
+        self.staging.mkdir()
         self._bins, self._docs = {}, {}
         try:
-            os.chmod(self.staging, 0o777 & ~current_umask())  # mkdtemp's folder is owner-only
             for split in SPLITS:
                 self._bins[split] = open(self.staging / f"{split}.bin", "wb")
                 self._docs[split] = np.lib.format.open_memmap(self.staging / f"{split}_docs.npy", mode="w+",
@@ -118,10 +112,10 @@ class TokenizedDataWriter:
             **{split: {"tokens": self.tokens[split], "documents": self.documents[split]} for split in SPLITS},
             **meta,
         }
-        (self.staging / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in ["meta.json"] + [f"{split}_docs.npy" for split in SPLITS]:
-            _fsync_path(self.staging / name)
-        _fsync_path(self.staging)
+        atomic_write_text(self.staging / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        for split in SPLITS:
+            fsync_path(self.staging / f"{split}_docs.npy")
+        fsync_path(self.staging)
         self._swap_into_place()
         return meta
 
@@ -133,7 +127,7 @@ class TokenizedDataWriter:
             old = self.output.with_name(f".{self.output.name}.old-{os.getpid()}")
             os.replace(self.output, old)
         os.replace(self.staging, self.output)
-        _fsync_path(self.output.parent)
+        fsync_path(self.output.parent)
         if old is not None:
             shutil.rmtree(old)
 

@@ -244,6 +244,15 @@ class MLoTSpark(nn.Module):
         large common direction that saturated a tanh, the same vector for every segment)."""
         return F.gelu(self.segment_head(segment_states))
 
+    def order_logit(self, earlier_states: Tensor, later_states: Tensor) -> Tensor:
+        """(N,) logit that segments with mean Part A states earlier_states (N, d) come before
+        later_states (N, d) in their document: h(earlier) - h(later), h = the order head's
+        "earliness" of a segment vector. Antisymmetric: a swapped pair gets the negated logit,
+        and what every segment shares cancels out."""
+        earliness = self.coherence_head(self.segment_vector(earlier_states)) - \
+            self.coherence_head(self.segment_vector(later_states))  # (N, 1)
+        return earliness.reshape(-1)
+
     def attention_frame(self, pos_a: np.ndarray, prefix_len: np.ndarray, key_start: np.ndarray,
                         n_cache: int, n_past: int = 0) -> AttentionFrame:
         """Rotary tables and mask bounds for tokens at `pos_a` behind n_cache cached states

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlot.training.training_loop import stream_rng
+
 BUCKET_BLOCKS = 8
 
 
@@ -47,7 +49,7 @@ class DocumentStream:
         self.row_segment = np.zeros(batch_size, dtype=np.int64)  # segments of it already read
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.doc_starts))
+        order = stream_rng(self.seed, "data_order", epoch).permutation(len(self.doc_starts))
         lengths = (self.doc_ends - self.doc_starts)[order]
         block = self.batch_size * BUCKET_BLOCKS
         for start in range(0, len(order), block):

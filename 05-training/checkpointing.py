@@ -34,7 +34,7 @@ from mlot.architecture.checkpoint_file import (ArchiveReader, Checkpoint, Checkp
                                                IncrementalBase, checked_meta, checked_step, checkpoint_info,
                                                describe_arrays, load_chain, load_checkpoint, manifest_of,
                                                write_archive, write_checkpoint)
-from mlot.architecture.cli import OneLineParser
+from mlot.architecture.cli import OneLineParser, positive_float
 
 LATEST_NAME = "latest_checkpoint.pt"
 _CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})\.pt")
@@ -237,7 +237,8 @@ def main(argv=None) -> int:
     inspect.add_argument("paths", nargs="+", help="checkpoint files (*.pt)")
     inspect.add_argument("--verify", action="store_true", help="also load every array and check its SHA-256")
     bench = commands.add_parser("bench", help="time saving and loading a synthetic state")
-    bench.add_argument("--megabytes", type=float, default=20.0, help="size of the synthetic state (default 20)")
+    bench.add_argument("--megabytes", type=positive_float, default=20.0,
+                       help="size of the synthetic state (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":

@@ -34,8 +34,8 @@ Pacing (``Curriculum``) advances on mastery and steps back on trouble:
   metric means anything).
 
 ``state_dict()`` is plain JSON data; a curriculum restored with ``load_state_dict`` continues
-exactly as the uninterrupted one would. ``sample_spans`` draws the masked spans of one segment
-for the reconstruction loss from a phase's span settings.
+exactly as the uninterrupted one would. A phase's ``span_scales`` are what
+``mlot.model.masking.sample_spans`` draws the masked spans of a segment with.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ import types
 import numpy as np
 
 from mlot.architecture.config import JsonConfig, check
+from mlot.model.masking import SpanScales
 
 STAGES = ("working", "episodic", "semantic", "integrated")
 LOSS_NAMES = ("reconstruction", "consistency", "coherence")
@@ -152,6 +153,10 @@ class Phase:
     @property
     def name(self) -> str:
         return f"{self.stage}-L{self.level}"
+
+    @property
+    def span_scales(self) -> SpanScales:
+        return SpanScales(self.mask_ratio, self.short_span_fraction, self.short_span_max, self.long_span_mean)
 
     def segment_tokens(self, segment_len: int) -> int:
         """Tokens per segment at this phase for a model whose working window is ``segment_len``."""
@@ -338,61 +343,3 @@ class Curriculum:
         self._stale_evaluations = state["stale_evaluations"]
         self.events = {event: int(state["events"][event]) for event in EVENTS}
         self.transitions = [dict(t) for t in state["transitions"]]
-
-
-# ------------------------------------------------------------------------------ span sampler
-
-def _draw_span_length(phase: Phase, rng: np.random.Generator, max_span_len: int) -> int:
-    """One span length of the multi-scale mixture: short (uniform 1..short_span_max) with
-    probability ``short_span_fraction``, else long: short_span_max + 1 + Poisson(mean - that),
-    so long spans average ``long_span_mean``; both clipped to ``max_span_len``."""
-    if rng.random() < phase.short_span_fraction:
-        length = int(rng.integers(1, phase.short_span_max + 1))
-    else:
-        floor = phase.short_span_max + 1
-        length = floor + int(rng.poisson(phase.long_span_mean - floor))
-    return min(length, max_span_len)
-
-
-def sample_spans(length: int, phase: Phase, rng: np.random.Generator, max_span_len: int) -> list[tuple[int, int]]:
-    """Masked spans ``[(start, end), ...]`` of a segment of ``length`` tokens, for contextual
-    reconstruction.
-
-    Sorted, inside ``[0, length)``, separated by at least one visible token (so each masked
-    region is one span of at most ``max_span_len`` tokens), and at least one token stays
-    visible. Span lengths come from the phase's short/long mixture; spans are drawn until they
-    cover about ``mask_ratio * length`` tokens (the last draw is kept only if it brings the
-    total closer to that target); at least one span when ``length >= 2``, none below (a first
-    draw that overshoots a short segment's target is cut to the target, rounded, at least 1).
-    Gaps are a uniformly random composition of the visible tokens; all randomness comes from
-    ``rng``.
-    """
-    if max_span_len < 1:
-        raise ValueError(f"max_span_len must be >= 1, got {max_span_len}")
-    if length < 2:
-        return []
-    target = phase.mask_ratio * length
-    span_lengths, masked = [], 0
-    while not span_lengths or masked < target:
-        room = length - masked - len(span_lengths) - 1  # keeps masked + spans <= length: gaps and one visible token
-        if room < 1:
-            break
-        span_len = min(_draw_span_length(phase, rng, max_span_len), room)
-        if masked + span_len - target > target - masked:  # overshoots more than it falls short
-            if span_lengths:
-                break
-            span_len = max(1, _round_half_up(target))  # the one span a short segment gets
-        span_lengths.append(span_len)
-        masked += span_len
-    span_lengths = [span_lengths[i] for i in rng.permutation(len(span_lengths))]
-    count = len(span_lengths)
-    spare_visible = length - masked - (count - 1)  # visible tokens beyond the one-token gaps
-    # Items: spare_visible loose tokens and `count` blocks (span + its mandatory gap); block i at
-    # item position p_i starts at p_i + (tokens of the spans before it).
-    block_positions = np.sort(rng.choice(spare_visible + count, size=count, replace=False))
-    spans, masked_before = [], 0
-    for position, span_len in zip(block_positions, span_lengths):
-        start = int(position) + masked_before
-        spans.append((start, start + span_len))
-        masked_before += span_len
-    return spans

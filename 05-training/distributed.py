@@ -36,9 +36,10 @@ import types
 
 import numpy as np
 
+from mlot.architecture.cli import UserError
+from mlot.memory.consolidation import MemoryConsolidator
 from mlot.model.infilling import IGNORE_INDEX
 from mlot.model.memory_state import ModelMemory
-from mlot.training.memory_transfer import MemoryConsolidator
 
 # environment variables an MPI launcher sets in every rank: Open MPI, then MPICH / Intel MPI (Hydra)
 _LAUNCHER_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
@@ -54,7 +55,7 @@ def launched_size() -> int:
     return 1
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A data-parallel run that cannot start: mpi4py missing, or fewer rows than ranks."""
 
 

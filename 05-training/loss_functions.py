@@ -19,7 +19,7 @@ import numpy as np
 
 from mlot.architecture import Tensor, concat
 from mlot.architecture import functional as F
-from mlot.model.infilling import IGNORE_INDEX
+from mlot.model.scoring import score_targets
 
 DEFAULT_WEIGHTS = {"reconstruction": 0.7, "consistency": 0.2, "coherence": 0.1}
 
@@ -34,21 +34,12 @@ class Losses:
 
 
 def reconstruction_loss(model, out, batch):
-    """Mean cross-entropy over the Part B targets, and each target's loss as an array.
-
-    Logits are computed only at target positions (the output projection is the largest
-    product of the step, and Part A needs none).
-    """
-    rows, cols = np.nonzero(batch.targets != IGNORE_INDEX)
-    if rows.size == 0:
-        return Tensor(np.zeros((), dtype=out.hidden.dtype)), rows, cols, np.zeros(0)
-    logits = model.output_logits(out.hidden[rows, cols], out.read, rows)  # (N, V)
-    targets = batch.targets[rows, cols]
-    loss = F.cross_entropy(logits, targets)
-    z = logits.data.astype(np.float64)
-    peak = z.max(axis=1)
-    per_token = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1)) - z[np.arange(len(targets)), targets]
-    return loss, rows, cols, per_token
+    """Mean cross-entropy over the Part B targets (autograd), and the rows, columns and float64
+    loss of each target (mlot.model.scoring: logits only at target positions)."""
+    scores = score_targets(model, out, batch)
+    if scores.logits is None:
+        return Tensor(np.zeros((), dtype=out.hidden.dtype)), scores.rows, scores.cols, scores.nll
+    return F.cross_entropy(scores.logits, scores.targets), scores.rows, scores.cols, scores.nll
 
 
 SHORT_SPAN_MAX = 3  # spans up to this many tokens count as the short scale in the log
@@ -122,9 +113,8 @@ def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np
                    swapped: np.ndarray):
     """Cross-entropy of segment-order prediction on (earlier, later) pairs, some shown swapped.
 
-    The order head scores each segment's earliness h; a pair shown as (a, b) is "in order" with
-    logit h(a) - h(b). Antisymmetric by construction: swapping a pair flips its prediction, and
-    what all segments share (the states' common direction) cancels out.
+    A pair shown as (a, b) is "in order" with logit model.order_logit(a, b) = h(a) - h(b), h the
+    order head's earliness of a segment: antisymmetric, so swapping a pair flips its prediction.
 
     segment_states: (B, d) mean Part A states of this step's segments (a Tensor carries the
     gradient into the backbone); previous: (B, d) those of the same documents' previous segments
@@ -143,10 +133,9 @@ def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np
     dtype = model.segment_head.weight.dtype
     states = segment_states[rows] if isinstance(segment_states, Tensor) else \
         Tensor(np.asarray(segment_states[rows], dtype=dtype))
-    current = model.segment_vector(states)
-    earlier = model.segment_vector(Tensor(np.asarray(previous[rows], dtype=dtype)))
-    sign = np.where(swapped[rows], -1.0, 1.0).astype(current.dtype)[:, None]  # (n, 1)
-    in_order = (model.coherence_head(earlier) - model.coherence_head(current)) * Tensor(sign)  # (n, 1)
+    sign = np.where(swapped[rows], -1.0, 1.0).astype(dtype)[:, None]  # (n, 1)
+    in_order = model.order_logit(Tensor(np.asarray(previous[rows], dtype=dtype)), states).reshape(-1, 1) \
+        * Tensor(sign)  # (n, 1)
     logits = concat([Tensor(np.zeros_like(sign)), in_order], axis=-1)  # (n, 2): [swapped, in order]
     labels = (~swapped[rows]).astype(np.int64)
     correct = int(((in_order.data[:, 0] > 0) == labels.astype(bool)).sum())

@@ -15,11 +15,14 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from mlot.architecture.cli import OneLineParser, UserError, positive_float, positive_int, run_command
 
 METRICS_FILE = "metrics.jsonl"
 KNOWN_LOSSES = ("loss", "loss_reconstruction", "loss_consistency", "loss_coherence")
@@ -28,10 +31,6 @@ MEMORY_KEYS = ("working_usage", "episodic_size", "episodic_diversity", "episodic
                "semantic_size", "semantic_coherence")
 UNICODE_LEVELS = " ▁▂▃▄▅▆▇█"
 ASCII_LEVELS = " .:-=+*#@"
-
-
-class MonitorError(Exception):
-    """A user-facing problem (missing run directory, missing matplotlib): one line, exit 2."""
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -57,13 +56,13 @@ def parse_metrics(text: str) -> tuple[list[dict], int]:
 
 
 def metrics_path(checkpoint_dir) -> Path:
-    """The run's metrics file, or a MonitorError naming what is missing."""
+    """The run's metrics file, or a UserError naming what is missing."""
     directory = Path(checkpoint_dir)
     if not directory.is_dir():
-        raise MonitorError(f"checkpoint directory {directory} does not exist")
+        raise UserError(f"checkpoint directory {directory} does not exist")
     path = directory / METRICS_FILE
     if not path.is_file():
-        raise MonitorError(f"no {METRICS_FILE} in {directory} (has a run logged a step there yet?)")
+        raise UserError(f"no {METRICS_FILE} in {directory} (has a run logged a step there yet?)")
     return path
 
 
@@ -201,7 +200,6 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
            now: float | None = None, window: int = 20, width: int = 100, unicode: bool = True) -> str:
     """The monitor screen as text, at most `width` columns (`updated`: the file's mtime)."""
     levels = UNICODE_LEVELS if unicode else ASCII_LEVELS
-    spark_width = max(10, width - 62)
     out = [f"MLoT-Spark monitor  {run_dir}"]
     if malformed:
         out.append(f"warning: skipped {malformed} malformed line{'s' * (malformed != 1)} in {METRICS_FILE}")
@@ -225,8 +223,8 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
         steps, values = series(records, key)
         if len(values) == 0:
             continue
-        out.append(f"  {key:<26}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
-                   f"{_change(values[0], values[-1]):>8}  {sparkline(values, spark_width, levels)}")
+        out.append(_with_curve(f"  {key:<26}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
+                               f"{_change(values[0], values[-1]):>8}  ", values, width, levels))
     steps, values = series(records, "loss_reconstruction")
     if len(values) >= 2:
         out += ["", "  reconstruction loss"]
@@ -238,16 +236,16 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
         for key in validation:
             steps, values = series(records, key)
             best = int(np.argmin(values) if key == "val_loss" else np.argmax(values))
-            out.append(f"  {key:<20}{values[-1]:9.4g} {values[best]:9.4g} {steps[best]:9.0f} "
-                       f"{len(values):6d}  {sparkline(values, spark_width - 2, levels)}")
+            out.append(_with_curve(f"  {key:<20}{values[-1]:9.4g} {values[best]:9.4g} {steps[best]:9.0f} "
+                                   f"{len(values):6d}  ", values, width, levels))
 
     out += ["", "MEMORY" + " " * 16 + f"{'now':>9} {'trend':>9}  (trend: change over the last {window} lines)"]
     for key in MEMORY_KEYS:
         steps, values = series(records, key)
         if len(values):
             recent = values[-window:]
-            out.append(f"  {key:<20}{_fmt(latest.get(key, values[-1])):>9} {recent[-1] - recent[0]:+9.3g}  "
-                       f"{sparkline(values, spark_width, levels)}")
+            out.append(_with_curve(f"  {key:<20}{_fmt(latest.get(key, values[-1])):>9} "
+                                   f"{recent[-1] - recent[0]:+9.3g}  ", values, width, levels))
 
     out += ["", "PERFORMANCE"]
     _, rates = series(records, "tokens_per_s")
@@ -269,35 +267,52 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
         stage, phase, since = history[-1]
         out += ["", f"CURRICULUM    stage {stage}   phase {phase}   since step {_fmt(since)}"]
         if len(history) > 1:
-            moves = " -> ".join(f"{s}/{p}@{_fmt(at)}" for s, p, at in history[-6:])
-            out.append(f"  history     {moves}"[:width])
+            moves = [f"{s}/{p}@{_fmt(at)}" for s, p, at in history]
+            out += _wrap(moves, width, indent=" " * 14, separator=" -> ", lead="  history     ")
 
     consolidation = latest.get("consolidation")
     if _is_number(latest.get("consolidations")) or isinstance(consolidation, dict):
         out += ["", f"CONSOLIDATION events {_fmt(latest.get('consolidations'))}"]
         if isinstance(consolidation, dict):
             counts = [f"{k} {_fmt(v)}" for k, v in consolidation.items() if _is_number(v) and k != "events"]
-            out += _wrap(counts, "  ", width)
+            out += _wrap(counts, width)
 
     learning_rates = latest.get("lr")
     if isinstance(learning_rates, dict) and learning_rates:
         out += ["", "LEARNING RATES"]
         out += _wrap([f"{name} {value:.3g}" for name, value in learning_rates.items() if _is_number(value)],
-                     "  ", width)
-    return "\n".join(line[:width].rstrip() for line in out)
+                     width)
+    return "\n".join(piece for line in out for piece in _fold(line, width))
 
 
-def _wrap(items: list[str], indent: str, width: int) -> list[str]:
-    """Join items with three spaces into lines of at most `width` columns."""
-    lines, current = [], indent
+def _with_curve(prefix: str, values: np.ndarray, width: int, levels: str) -> str:
+    """prefix, then the series' sparkline in the columns left of `width` (at least 10)."""
+    return prefix + sparkline(values, max(10, width - len(prefix)), levels)
+
+
+def _wrap(items: list[str], width: int, indent: str = "  ", separator: str = "   ",
+          lead: str | None = None) -> list[str]:
+    """Items joined by `separator` into lines of at most `width` columns, an item never split
+    (`lead` opens the first line, `indent` the next ones)."""
+    lines, current, on_line = [], indent if lead is None else lead, 0
     for item in items:
-        if current.strip() and len(current) + 3 + len(item) > width:
+        if on_line and len(current) + len(separator) + len(item) > width:
             lines.append(current)
-            current = indent
-        current += ("   " if current.strip() else "") + item
-    if current.strip():
+            current, on_line = indent, 0
+        current += (separator if on_line else "") + item
+        on_line += 1
+    if on_line:
         lines.append(current)
     return lines
+
+
+def _fold(line: str, width: int) -> list[str]:
+    """A line longer than `width` continued on the next lines, indented under it: a screen line
+    is never cut, whatever the terminal width or the length of the run's path."""
+    if len(line) <= width:
+        return [line.rstrip()]
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 # --- figure -----------------------------------------------------------------------------------------------
@@ -308,7 +323,7 @@ def load_pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MonitorError("--plot needs matplotlib: pip install matplotlib") from None
+        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
     return plt
 
 
@@ -324,7 +339,7 @@ def plot(records: list[dict], output) -> None:
                ("tokens/s", ["tokens_per_s"])]
     panels = [(title, keys) for title, keys in panels if any(len(series(records, k)[1]) for k in keys)]
     if not panels:
-        raise MonitorError(f"nothing to plot: {METRICS_FILE} has no complete line yet")
+        raise UserError(f"nothing to plot: {METRICS_FILE} has no complete line yet")
     columns = 2
     rows = (len(panels) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(11, 3 * rows), squeeze=False)
@@ -379,25 +394,28 @@ def follow(checkpoint_dir, interval: float, window: int, plot_file=None, max_ref
         print(file=out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Show a training run's curves, memory, performance and curriculum.")
+def build_parser(monitor_flag: bool = False) -> OneLineParser:
+    """The monitor's options. `monitor_flag`: also the `--monitor` of `training_loop.py --monitor`
+    (the command DESIGN names), so that its --help lists every option too."""
+    parser = OneLineParser(description="Show a training run's curves, memory, performance and curriculum "
+                                       "(training itself is train.py).",
+                           epilog=__doc__.rsplit("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    if monitor_flag:
+        parser.add_argument("--monitor", action="store_true", required=True, help="show a run's progress")
     parser.add_argument("--checkpoint_dir", required=True, help="the run's directory (holds metrics.jsonl)")
     parser.add_argument("--follow", action="store_true", help="redraw while the run goes on (Ctrl-C to stop)")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between redraws with --follow")
+    parser.add_argument("--interval", type=positive_float, default=5.0,
+                        help="seconds between redraws with --follow (default: %(default)s)")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw the curves to an image (needs matplotlib)")
     parser.add_argument("--window", type=int, default=20,
-                        help="logged lines used for the convergence rate and memory trends")
-    parser.add_argument("--max_refreshes", type=int, default=None, help=argparse.SUPPRESS)
+                        help="logged lines used for the convergence rate and memory trends, at least 2 "
+                             "(default: %(default)s)")
+    parser.add_argument("--max_refreshes", type=positive_int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.interval <= 0:
-        parser.error(f"--interval must be positive, got {args.interval}")
-    if args.window < 2:
-        parser.error(f"--window must be at least 2, got {args.window}")
+def show(args) -> int:
+    """The screen (and figure) the options ask for; a closed pipe (`monitor.py ... | head`) ends it quietly."""
     try:
         if args.plot:
             load_pyplot()  # fail before drawing any screen
@@ -405,15 +423,17 @@ def main(argv=None) -> int:
             follow(args.checkpoint_dir, args.interval, args.window, args.plot, args.max_refreshes)
         else:
             show_once(args.checkpoint_dir, args.window, args.plot)
-    except MonitorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:  # `monitor.py ... | head`: the reader left, nothing to report
+    except BrokenPipeError:  # the reader left, nothing to report
         sys.stdout = None
-        return 0
     return 0
+
+
+def main(argv=None, monitor_flag: bool = False) -> int:
+    parser = build_parser(monitor_flag)
+    args = parser.parse_args(argv)
+    if args.window < 2:
+        parser.error(f"argument --window: must be >= 2, got {args.window}")
+    return run_command(show, args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,25 @@
-"""Train MLoT-Spark.
+"""Train MLoT-Spark: one command for every stage, all through the one loop (training_loop.py).
 
-    python 05-training/train.py                       # the default config on the default data (built if missing)
-    python 05-training/train.py --dataset ../03-tokenization/tokenized_data --model_config config.json
+    python 05-training/train.py                       # pretraining: the default config on the default data (built if missing)
+    python 05-training/train.py --max_steps 20        # a short first try (the schedule shrinks with it)
+    python 05-training/train.py --dataset 03-tokenization/tokenized_data --model_config 05-training/config.json
     python 05-training/train.py --resume checkpoints/latest_checkpoint.pt
-    mpirun -n 2 python 05-training/train.py ...       # data-parallel over MPI (distributed.py; pip install .[mpi])
+    python 05-training/train.py --stage recall --base checkpoints/latest_checkpoint.pt --checkpoint_dir recall/
+    python 05-training/train.py --stage dialogue --base checkpoints/latest_checkpoint.pt \\
+        --dataset 03-tokenization/corpus/epoch0_curriculum.jsonl --checkpoint_dir dialogue/
+    python 05-training/train.py --stage memory --base dialogue/latest_checkpoint.pt \\
+        --dataset 03-tokenization/corpus/epoch0_curriculum.jsonl --checkpoint_dir memory/
+    mpirun -n 2 python 05-training/train.py ...       # data-parallel pretraining over MPI (pip install .[mpi])
+
+Stages: pretrain (pretrain_stage.py: documents, curriculum, memory, consolidation), recall
+(recall_stage.py: memory tasks, loss on the answers), dialogue (dialogue_stage.py: the answer form,
+memory off), memory (memory_stage.py: the memory modules of a frozen base). A config file is JSON
+with sections: "model" (pretraining only; a later stage's model is its --base's), "training" (the
+loop: steps, batch, rate, intervals) and one section named after the stage. Defaults:
+05-training/config.json for pretraining, 05-training/configs/<stage>.json for the others.
 
 Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; `--resume` then
-continues exactly where the run stood (model, optimizer, memory, curriculum, data, RNG).
+continues exactly where the run stood (model, optimizer, memory, curriculum, data, every RNG).
 """
 from __future__ import annotations
 
@@ -16,70 +29,103 @@ import sys
 import warnings
 from pathlib import Path
 
+from mlot.architecture.cli import OneLineParser, UserError, non_negative_int, positive_int, run_command
 from mlot.architecture.config import ConfigError, ModelConfig, read_json_object
 from mlot.model.model import MLoTSpark
-from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
-from mlot.architecture.checkpoint_file import CheckpointError
+from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
-from mlot.training.distributed import DistributedError, init_world
-from mlot.training.dialogue_finetune import DialogueFinetuner
-from mlot.training.memory_finetune import MemoryFinetuner, checkpoint_stage, run_stage
-from mlot.training.training_loop import Trainer, TrainConfig, truncate_metrics
+from mlot.training.dialogue_stage import DialogueStage
+from mlot.training.distributed import init_world
+from mlot.training.memory_stage import MemoryStage, base_identity
+from mlot.training.pretrain_stage import PretrainStage
+from mlot.training.recall_stage import RecallStage
+from mlot.training.trained_model import load_trained_model
+from mlot.training.training_loop import Trainer, TrainConfig, format_figures, truncate_metrics
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CONFIG = HERE / "config.json"
-OVERRIDES = ("max_steps", "seed", "eval_interval", "log_interval", "save_interval", "batch_size")
-
-
-class UserError(Exception):
-    """A mistake of the user's: reported as one line, exit code 2."""
-
-
-FINETUNE_STAGES = {"memory": MemoryFinetuner, "dialogue": DialogueFinetuner}
+STAGES = {stage.name: stage for stage in (PretrainStage, RecallStage, DialogueStage, MemoryStage)}
+DEFAULT_CONFIGS = {"pretrain": HERE / "config.json", **{name: HERE / "configs" / f"{name}.json"
+                                                         for name in STAGES if name != "pretrain"}}
+INTERVALS = ("eval_interval", "log_interval", "save_interval")
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--dataset", type=Path, help="a tokenized_data folder (default: the embedded corpus)")
-    parser.add_argument("--model_config", type=Path, help=f"JSON with 'model' and 'training' sections "
-                                                          f"(default: {DEFAULT_CONFIG.name} beside this script)")
-    parser.add_argument("--checkpoint_dir", type=Path, default=Path("checkpoints"))
+    parser = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=tuple(STAGES), default="pretrain",
+                        help="what to train (default: pretrain; see below)")
+    parser.add_argument("--model_config", type=Path, help="the config file (JSON sections 'model', 'training' "
+                                                          "and the stage's; default: see below)")
+    parser.add_argument("--dataset", type=Path, help="pretrain: a tokenized_data folder (default: the embedded "
+                                                     "corpus, built if missing); dialogue/memory: a JSONL file of "
+                                                     "{U1, M1, U2, M2} dialogues")
+    parser.add_argument("--base", type=Path, help="recall/dialogue/memory: the checkpoint to start from")
+    parser.add_argument("--checkpoint_dir", type=Path, default=Path("checkpoints"),
+                        help="where checkpoints and metrics.jsonl go (default: %(default)s)")
     parser.add_argument("--resume", type=Path, help="a checkpoint to continue from (a damaged one falls back "
                                                    "to the newest valid checkpoint beside it)")
-    for name in OVERRIDES:
-        parser.add_argument(f"--{name}", type=int, help=f"override the config's training.{name}")
+    parser.add_argument("--max_steps", type=positive_int, help="override training.max_steps; warm-up, curriculum "
+                                                               "phases and the stage's step counts scale with it")
+    parser.add_argument("--batch_size", type=positive_int, help="override training.batch_size")
+    parser.add_argument("--seed", type=non_negative_int, help="override training.seed")
+    for name in INTERVALS:
+        parser.add_argument(f"--{name}", type=positive_int, help=f"override training.{name}")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    parser.add_argument("--stage", choices=tuple(FINETUNE_STAGES) + ("pretrain",), default="pretrain",
-                        help="memory: fine-tune the memory modules of a frozen --base on --dataset FILE.jsonl "
-                             "dialogues (memory_finetune.py; --model_config then defaults to "
-                             "configs/memory_finetune.json); dialogue: teach the backbone of --base the "
-                             "answer form of those dialogues first, memory off (dialogue_finetune.py)")
-    parser.add_argument("--base", type=Path, help="--stage memory/dialogue: the checkpoint to start from")
     return parser.parse_args(argv)
 
 
-def load_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
+def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict]:
+    """(model section or None, training section, the stage's section) of a config file."""
     document = read_json_object(path)
-    unknown = set(document) - {"model", "training"}
+    unknown = set(document) - {"model", "training", *STAGES}
     if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected 'model' and 'training'", source=str(path))
-    return ModelConfig.from_dict(document.get("model", {})), TrainConfig.from_dict(document.get("training", {}))
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected 'model', 'training' and a stage's "
+                          f"({', '.join(STAGES)})", source=str(path))
+    if stage != "pretrain" and "model" in document:
+        raise ConfigError(f"a 'model' section is for pretraining; --stage {stage} takes the model of its --base",
+                          source=str(path))
+    for section in ("model", "training", stage):
+        if not isinstance(document.get(section, {}), dict):
+            raise ConfigError(f"section '{section}' must be a JSON object", source=str(path))
+    return document.get("model"), dict(document.get("training", {})), dict(document.get(stage, {}))
 
 
-def with_overrides(train_config: TrainConfig, args) -> TrainConfig:
+def with_overrides(train: dict, section: dict, stage_class, args, source: str):
+    """(TrainConfig, stage config) with the command line's overrides. A new --max_steps carries the
+    schedule with it: warm-up and the stage's step counts scale, intervals are clamped to the run."""
+    train_config = _loaded(TrainConfig, train, source, "training")
+    stage_config = _loaded(stage_class.config_class, section, source, stage_class.name)
     values = train_config.to_dict()
-    values.update({name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None})
-    return TrainConfig.from_dict(values)
+    values.update({name: getattr(args, name) for name in ("batch_size", "seed", *INTERVALS)
+                   if getattr(args, name) is not None})
+    if args.max_steps is not None and args.max_steps != train_config.max_steps:
+        factor = args.max_steps / train_config.max_steps
+        values["max_steps"] = args.max_steps
+        values["warmup_steps"] = min(round(train_config.warmup_steps * factor), args.max_steps - 1)
+        for name in INTERVALS:
+            values[name] = min(values[name], args.max_steps)
+        if hasattr(stage_config, "scaled"):
+            stage_config = stage_class.config_class.from_dict(stage_config.scaled(factor))
+        print(f"--max_steps {args.max_steps} (config: {train_config.max_steps}): warm-up {train_config.warmup_steps} "
+              f"-> {values['warmup_steps']} steps; {stage_class.name} step counts scaled by {factor:.3g}; "
+              + ", ".join(f"{name} {values[name]}" for name in INTERVALS), file=sys.stderr)
+    return _loaded(TrainConfig, values, source, "training"), stage_config
+
+
+def _loaded(config_class, values: dict, source: str, section: str):
+    try:
+        return config_class.from_dict(values)
+    except ConfigError as error:
+        key = error.reason if error.key is None else f"config key '{section}.{error.key}': {error.reason}"
+        raise ConfigError(key, source=source) from None
 
 
 def fit_to_dataset(model_config: ModelConfig, meta: dict) -> ModelConfig:
     """The vocabulary and special ids come from the tokenizer the data was made with."""
     special = meta["special_tokens"]
-    values = model_config.to_dict()
-    values.update(vocab_size=meta["vocab_size"], pad_id=special["<pad>"], mask_id=special["[MASK]"],
-                  sop_id=special["[SOP]"], eop_id=special["[EOP]"])
-    return ModelConfig.from_dict(values)
+    return ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": meta["vocab_size"],
+                                  "pad_id": special["<pad>"], "mask_id": special["[MASK]"],
+                                  "sop_id": special["[SOP]"], "eop_id": special["[EOP]"]})
 
 
 def load_dataset(folder: Path | None) -> TokenizedData:
@@ -94,61 +140,94 @@ def load_dataset(folder: Path | None) -> TokenizedData:
     return data
 
 
-def build(args):
-    """(trainer, checkpoint manager) for a new run or a resumed one; under `mpirun -n N` each of the
-    N processes builds its own, and only the first one prints or touches files."""
-    world = init_world()
-    if args.resume is not None:
-        if not args.resume.exists():
-            raise UserError(f"checkpoint {args.resume} does not exist")
-        checkpoint_dir = args.resume.resolve().parent
-        manager = CheckpointManager(checkpoint_dir)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            checkpoint = manager.load_latest() if args.resume.name == LATEST_NAME else manager.load(args.resume)
-        for warning in caught if world.is_root else []:
-            print(f"warning: {warning.message}", file=sys.stderr)
-        meta = checkpoint.meta
-        model_config = ModelConfig.from_dict(meta["model_config"])
-        train_config = with_overrides(TrainConfig.from_dict(meta["train_config"]), args)
-        data = load_dataset(args.dataset or Path(meta["dataset"]))
-        trainer = Trainer(MLoTSpark(model_config, seed=train_config.seed), data.train, data.val, train_config,
-                          dataset=data.folder, world=world)
-        trainer.load_state(checkpoint.arrays, meta)
-        if world.is_root:
-            truncate_metrics(checkpoint_dir / "metrics.jsonl", trainer.step)
-            print(f"resumed from {checkpoint.path.name} at step {trainer.step}", file=sys.stderr)
-        return trainer, manager
-    model_config, train_config = load_config(args.model_config or DEFAULT_CONFIG)
-    train_config = with_overrides(train_config, args)
-    data = load_dataset(args.dataset)
-    model_config = fit_to_dataset(model_config, data.meta)
+def make_stage(stage_class, model, train, stage_config, sources: dict, world):
+    """The stage object over its data: `sources` names them (dataset, base, triplets)."""
+    if stage_class is PretrainStage:
+        return PretrainStage(model, load_dataset(sources["dataset"]), train, stage_config, world)
+    if world.size > 1:
+        raise UserError(f"--stage {stage_class.name} runs in one process (MPI is for pretraining)")
+    base = {key: sources[key] for key in ("base", "base_fingerprint")}
+    if stage_class is RecallStage:
+        return RecallStage(model, sources["dataset"], train, stage_config, base)
+    if sources.get("triplets") is None:
+        raise UserError(f"--stage {stage_class.name} needs --dataset FILE.jsonl of dialogues")
+    return stage_class(model, sources["dataset"], sources["triplets"], train, stage_config, base)
+
+
+def new_run(args, world):
+    stage_class = STAGES[args.stage]
+    path = args.model_config or DEFAULT_CONFIGS[args.stage]
+    model_section, train_section, stage_section = read_config(path, args.stage)
+    train, stage_config = with_overrides(train_section, stage_section, stage_class, args, str(path))
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir.exists() and any(checkpoint_dir.glob("*.pt")):
         raise UserError(f"{checkpoint_dir} already holds checkpoints; pass --resume {checkpoint_dir / LATEST_NAME} "
                         "or choose another --checkpoint_dir")
+    if stage_class is PretrainStage:
+        if args.base is not None:
+            raise UserError("--base is for the later stages; pretraining starts from random weights")
+        data = load_dataset(args.dataset)
+        model = MLoTSpark(fit_to_dataset(_loaded(ModelConfig, model_section or {}, str(path), "model"), data.meta),
+                          seed=train.seed)
+        stage = PretrainStage(model, data, train, stage_config, world)
+        described = f"data: {data.meta['train']['tokens']:,} training tokens in {len(data.train)} documents"
+    else:
+        if args.base is None:
+            raise UserError(f"--stage {args.stage} needs --base CHECKPOINT (a pretraining or earlier stage's)")
+        base = load_trained_model(args.base)
+        model = base.model
+        sources = {**base_identity(args.base, model), "dataset": str(Path(base.meta["dataset"]).resolve()),
+                   "triplets": None if args.dataset is None else str(args.dataset.resolve())}
+        stage = make_stage(stage_class, model, train, stage_config, sources, world)
+        described = f"base {args.base}; trains {stage_class.trains}"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    model = MLoTSpark(model_config, seed=train_config.seed)
     if world.is_root:
         (checkpoint_dir / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"model: {model.num_parameters():,} parameters ({len(model.memory_parameters())} memory tensors); "
-              f"data: {data.meta['train']['tokens']:,} training tokens in {len(data.train)} documents"
+        print(f"{args.stage}: {model.num_parameters():,} parameters; {described}"
               + (f"; {world.size} MPI ranks" if world.size > 1 else ""), file=sys.stderr)
-    manager = CheckpointManager(checkpoint_dir, keep_last=train_config.keep_checkpoints,
-                                full_every=train_config.full_checkpoint_every)
-    return Trainer(model, data.train, data.val, train_config, dataset=data.folder, world=world), manager
+    manager = CheckpointManager(checkpoint_dir, keep_last=train.keep_checkpoints, full_every=train.full_checkpoint_every)
+    return Trainer(model, stage, train, world), manager
+
+
+def resumed_run(args, world):
+    if not args.resume.exists():
+        raise UserError(f"checkpoint {args.resume} does not exist")
+    manager = CheckpointManager(args.resume.resolve().parent)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checkpoint = manager.load_latest() if args.resume.name == LATEST_NAME else manager.load(args.resume)
+    for warning in caught if world.is_root else []:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    meta = checkpoint.meta
+    if meta.get("stage") not in STAGES or "stage_state" not in meta:
+        raise UserError(f"{checkpoint.path}: not a checkpoint this version of train.py can resume "
+                        "(made by an older version, or not a training checkpoint)")
+    stage_class = STAGES[meta["stage"]]
+    source = str(checkpoint.path)
+    train = _loaded(TrainConfig, {**meta["train_config"], **{name: getattr(args, name) for name in
+                                  ("max_steps", "batch_size", "seed", *INTERVALS) if getattr(args, name) is not None}},
+                    source, "training")
+    stage_config = _loaded(stage_class.config_class, meta["stage_config"], source, stage_class.name)
+    model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]), seed=train.seed)
+    sources = {**meta, "dataset": str(args.dataset) if args.dataset is not None and stage_class is PretrainStage
+               else meta["dataset"],
+               "triplets": str(args.dataset) if args.dataset is not None and stage_class is not PretrainStage
+               else meta.get("triplets")}
+    trainer = Trainer(model, make_stage(stage_class, model, train, stage_config, sources, world), train, world)
+    try:
+        trainer.load_state(checkpoint.arrays, meta)
+    except (KeyError, ValueError) as error:  # a state this code does not take
+        raise UserError(f"{checkpoint.path}: cannot be resumed by this code: {error}") from None
+    if world.is_root:
+        truncate_metrics(manager.directory / "metrics.jsonl", trainer.step)
+        print(f"resumed {stage_class.name} from {checkpoint.path.name} at step {trainer.step}", file=sys.stderr)
+    return trainer, manager
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stage = checkpoint_stage(args.resume) if args.resume is not None else args.stage
-    if stage in FINETUNE_STAGES:
-        return run_stage(args, {name: getattr(args, name) for name in OVERRIDES}, FINETUNE_STAGES[stage])
-    try:
-        trainer, manager = build(args)
-    except (UserError, ConfigError, CheckpointError, TokenizedDataError, OSError, DistributedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    world = init_world()
+    trainer, manager = resumed_run(args, world) if args.resume is not None else new_run(args, world)
     stop = {"requested": False}
 
     def request_stop(signum, frame):
@@ -156,19 +235,21 @@ def main(argv=None) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        trainer.run(manager, manager.directory / "metrics.jsonl", trainer.config.max_steps,
-                    progress=not args.no_progress, should_stop=lambda: stop["requested"])
+        trainer.run(manager, manager.directory / "metrics.jsonl", progress=not args.no_progress,
+                    should_stop=lambda: stop["requested"])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not trainer.world.is_root:
+    if not world.is_root:
         return 0
-    last = trainer.last_validation
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
-    print(f"{'stopped' if stop['requested'] else 'finished'} at step {trainer.step}; checkpoint "
-          f"{manager.directory / LATEST_NAME}" + (f"; last validation: {summary}" if summary else ""), file=sys.stderr)
+    if stop["requested"]:
+        print(f"stopped at step {trainer.step}; resume with --resume {manager.latest_path}", file=sys.stderr)
+        return 0
+    trainer.stage.finish(manager.directory, trainer.first_validation, trainer.last_validation)
+    print(f"finished at step {trainer.step}; checkpoint {manager.latest_path}; last validation: "
+          f"{format_figures(trainer.last_validation)}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

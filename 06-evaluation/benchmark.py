@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mlot.architecture import OMP_WAIT_POLICY_WAS_SET
 from mlot.architecture.atomic import atomic_output
+from mlot.architecture.cli import documented_parser, positive_int
 
 TWIN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_twin.py"
 TORCH_HINT = "pip install torch==2.13.0"
@@ -149,11 +150,10 @@ def _row(label, ours, key, unit, reference, reference_name, ratio, same=None) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
-                        help="episodic entries searched (retrieval case)")
+    parser = documented_parser(__doc__)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="what to time (default: all)")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=list(DEFAULT_SIZES),
+                        help="episodic entries searched in the retrieval case, each at least 8 (default: %(default)s)")
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch twin")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--report", type=Path, help="also write the JSON report here (atomically)")
@@ -163,11 +163,9 @@ def main(argv=None) -> int:
         print(json.dumps(run_in_child(args.child)))
         return 0
     if min(args.sizes) < 8:
-        print("error: --sizes must all be >= 8 (the k of the retrieval case)", file=sys.stderr)
-        return 2
+        parser.error(f"argument --sizes: every size must be >= 8 (the k of the retrieval case), got {min(args.sizes)}")
     if args.report is not None and not args.report.resolve().parent.is_dir():
-        print(f"error: report folder {args.report.parent} does not exist", file=sys.stderr)
-        return 2
+        parser.error(f"argument --report: folder {args.report.parent} does not exist")
     show = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
     report = run(args.cases, args.sizes, not args.no_torch and torch_available(), show)
     if args.json:

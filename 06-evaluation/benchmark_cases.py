@@ -9,11 +9,11 @@ does not depend on what the weights learned.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
 import statistics
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
@@ -22,12 +22,13 @@ from mlot.memory.benchmark_retrieval import numpy_topk
 from mlot.memory.kernels import topk_cosine
 from mlot.model.generation import fill_span, prepare_prompt
 from mlot.model.infilling import make_infill_batch
+from mlot.model.masking import sample_spans
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenized_data import TokenizedSplit
-from mlot.training.curriculum import Curriculum, sample_spans
+from mlot.training.curriculum import Curriculum
 from mlot.training.training_loop import Trainer, TrainConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "05-training" / "config.json"
+DEFAULT_CONFIG = importlib.resources.files("mlot.training") / "config.json"  # package data: found when installed too
 VOCAB = 4096
 
 
@@ -82,11 +83,11 @@ def case_eval(steps: int, warmup: int, batch_size: int = 8, config: ModelConfig 
     model = MLoTSpark(config, seed=0)
     model.eval()
     model.reset_memory(batch_size=batch_size)
-    last_phase = Curriculum().phases[-1]
+    last_scales = Curriculum().phases[-1].span_scales
     for _ in range(4):
         model.write_memory(list(rng.integers(9, config.vocab_size, (batch_size, config.segment_len))))
     segments = list(rng.integers(9, config.vocab_size, (batch_size, config.segment_len)))
-    batch = make_infill_batch(segments, [sample_spans(len(s), last_phase, rng, config.max_span_len)
+    batch = make_infill_batch(segments, [sample_spans(len(s), last_scales, rng, config.max_span_len)
                                          for s in segments], model.special)
 
     def forward():

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from mlot.architecture import no_grad
 from mlot.model.infilling import make_infill_batch
+from mlot.model.scoring import score_targets
 
 LN2 = float(np.log(2.0))
 
@@ -107,12 +108,7 @@ def model_bits_per_byte(model, text: HeldOutText, batch_size: int = 16, progress
             for row, (_, (start, end), is_text) in enumerate(group):
                 first_target = batch.prefix_len[row]  # the [SOP] position: targets are the span, then [EOP]
                 scored[row, first_target:first_target + end - start] = is_text
-            rows_index, cols = np.nonzero(scored)
-            out = model(batch, read_memory=False)
-            logits = model.output_logits(out.hidden[rows_index, cols], out.read, rows_index).data.astype(np.float64)  # (N, V)
-            targets = batch.targets[rows_index, cols]
-            peak = logits.max(axis=1)
-            log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-            total_bits += float((log_norm - logits[np.arange(len(targets)), targets]).sum()) / LN2
-            n_tokens += len(targets)
+            scores = score_targets(model, model(batch, read_memory=False), batch, where=scored)
+            total_bits += float(scores.nll.sum()) / LN2
+            n_tokens += scores.count
     return BitsPerByte(total_bits, n_tokens, text.n_bytes)

@@ -7,7 +7,10 @@ memory figures beside their ablations from the same run.
     python 06-evaluation/evaluate.py --checkpoint CKPT --no_memory        # memory off only
 
 The semantic slots the run consolidated are restored from the checkpoint (trained_memory.py);
-episodic memory starts empty for every document and recall case.
+episodic memory starts empty for every document and recall case. Validation
+(mlot.model.validation) reads each held-out document as the run validated (its checkpoint's
+meta["validation"]: span scales, segment length, segments per document), segment by segment
+with memory written in between, once per memory setting.
 
 Memory settings (model.set_memory; writing goes on in all of them):
   full           working cache, episodic and semantic memory read
@@ -17,7 +20,6 @@ Bits per byte does not read memory (see bits_per_byte.py), so it has one figure.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,17 +27,20 @@ import time
 from pathlib import Path
 
 from mlot.architecture.atomic import atomic_output
+from mlot.architecture.cli import UserError, documented_parser, existing_file, positive_int
 from mlot.evaluation.baselines import unigram_bits_per_byte, xz_bits_per_byte
 from mlot.evaluation.bits_per_byte import held_out_text, model_bits_per_byte
 from mlot.evaluation.recall import load_recall_cases, score_recall
 from mlot.evaluation.trained_memory import restore_semantic_memory
-from mlot.evaluation.validation import checkpoint_phase, validate
+from mlot.tokenization.cli import DEFAULT_CORPUS_DIR
+from mlot.tokenization.generate_corpus import RECALL_FILE
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
 from mlot.architecture.checkpoint_file import CheckpointError
+from mlot.model.masking import SpanScales
+from mlot.model.validation import validate
 from mlot.training.trained_model import load_trained_model
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RECALL = ROOT / "03-tokenization" / "corpus" / "recall.jsonl"
+DEFAULT_RECALL = DEFAULT_CORPUS_DIR / RECALL_FILE
 REPORT_VERSION = 1
 SETTINGS = {
     "full": {"working": True, "episodic": True, "semantic": True},
@@ -44,56 +49,49 @@ SETTINGS = {
 }
 
 
-class UserError(Exception):
-    """A mistake of the user's: one line, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A bad argument is one `error: ...` line and exit code 2, like every other user error."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def parse_args(argv):
-    parser = OneLineParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = documented_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
     parser.add_argument("--dataset", type=Path, help="tokenized_data folder (default: the one the run trained on)")
     parser.add_argument("--recall_file", type=Path, default=DEFAULT_RECALL,
                         help="JSONL of {context, query, answer} cases (default: the corpus generator's recall.jsonl)")
-    parser.add_argument("--limit", type=_positive_int, help="score only the first N recall cases")
+    parser.add_argument("--limit", type=positive_int, help="score only the first N recall cases")
     parser.add_argument("--report", type=Path, help="write the JSON report here (atomically)")
     parser.add_argument("--no_memory", action="store_true", help="evaluate with memory off only (no ablations)")
-    parser.add_argument("--memory_weights", type=Path, help="memory_weights.pt of the memory fine-tuning stage, "
+    parser.add_argument("--memory_weights", type=existing_file, help="memory_weights.pt of the memory fine-tuning stage, "
                                                              "laid over the checkpoint's memory modules")
-    parser.add_argument("--val_documents", type=_positive_int, help="validation documents (default: all)")
-    parser.add_argument("--bpb_documents", type=_positive_int, help="held-out documents for bits per byte "
-                                                                    "(default: all)")
-    parser.add_argument("--max_span_tokens", type=_positive_int, default=16, help="longest recall answer generated")
-    parser.add_argument("--batch_size", type=_positive_int, default=16, help="rows per forward pass")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation spans and pair order")
+    parser.add_argument("--val_documents", type=positive_int, help="validation documents (default: all)")
+    parser.add_argument("--bpb_documents", type=positive_int, help="held-out documents for bits per byte "
+                                                                   "(default: all)")
+    parser.add_argument("--max_span_tokens", type=positive_int, default=16,
+                        help="longest recall answer generated (default: %(default)s)")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="rows per forward pass (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the validation spans and pair order (default: %(default)s)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
-def _positive_int(text: str) -> int:
+def checkpoint_validation(meta: dict, path) -> dict:
+    """How the run validated (meta["validation"]: its span scales, segment length and segments
+    per document), as keyword arguments of validate()."""
+    recorded = meta.get("validation")
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{path}: the checkpoint predates meta['validation'] (how the run validates); "
+                              "evaluate a checkpoint written by the current train.py")
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+        return {"scales": SpanScales(**recorded["span_scales"]), "segment_tokens": int(recorded["segment_tokens"]),
+                "segments_per_doc": int(recorded["segments_per_doc"])}
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: meta['validation'] is malformed ({error!r})") from None
 
 
 def load(args):
-    """(trained model, dataset, recall cases), or UserError naming what is wrong."""
-    if args.memory_weights is not None and not args.memory_weights.is_file():
-        raise UserError(f"memory weights {args.memory_weights} do not exist")
+    """(trained model, dataset, recall cases, validation settings), or UserError naming what is wrong."""
     if not args.recall_file.is_file():
         raise UserError(f"recall file {args.recall_file} does not exist")
     trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights)
+    validation = checkpoint_validation(trained.meta, trained.path)
     restore_semantic_memory(trained.model, trained.path)
     folder = args.dataset or Path(trained.meta.get("dataset") or ".")
     data = TokenizedData.load(folder)
@@ -102,19 +100,18 @@ def load(args):
     cases = load_recall_cases(args.recall_file, args.limit)
     if not cases:
         raise UserError(f"recall file {args.recall_file} holds no cases")
-    return trained, data, cases
+    return trained, data, cases, validation
 
 
-def evaluate(trained, data, cases, args) -> dict:
+def evaluate(trained, data, cases, validation: dict, args) -> dict:
     """The whole report as a JSON-able dict."""
     model, tokenizer, progress = trained.model, trained.tokenizer, not args.no_progress
     started = time.perf_counter()
-    phase = checkpoint_phase(trained.meta)
     text = held_out_text(data.val, tokenizer, args.bpb_documents)
     report = {
         "version": REPORT_VERSION,
         "checkpoint": str(trained.path), "step": trained.meta.get("step"), "dataset": str(data.folder),
-        "recall_file": str(args.recall_file), "seed": args.seed, "curriculum_phase": phase.name,
+        "recall_file": str(args.recall_file), "seed": args.seed, "curriculum_phase": trained.meta["validation"].get("phase"),
         "parameters": model.num_parameters(), "semantic_slots_restored": model.memory.semantic.size,
         "bits_per_byte": {
             "model": model_bits_per_byte(model, text, args.batch_size, progress).to_dict(),
@@ -126,11 +123,12 @@ def evaluate(trained, data, cases, args) -> dict:
         "settings": {},
     }
     for name in ["memory_off"] if args.no_memory else list(SETTINGS):
+        figures = validate(model, data.val, **validation, batch_size=args.batch_size,
+                           max_documents=args.val_documents, seed=args.seed, memory=SETTINGS[name], progress=progress)
         model.set_memory(**SETTINGS[name])
         model.reset_memory(batch_size=1)
-        validation = validate(model, data.val, phase, args.batch_size, args.val_documents, args.seed, progress)
         recall = score_recall(model, tokenizer, cases, args.max_span_tokens, progress, desc=f"recall {name}")
-        report["settings"][name] = {"memory": SETTINGS[name], **validation,
+        report["settings"][name] = {"memory": SETTINGS[name], **figures,
                                     "recall": recall.to_dict(with_cases=True),
                                     "memory_stats": _plain(model.memory.stats())}
     model.set_memory(**SETTINGS["full"])
@@ -195,11 +193,11 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         if args.report is not None and not args.report.resolve().parent.is_dir():
             raise UserError(f"report folder {args.report.parent} does not exist")
-        trained, data, cases = load(args)
+        trained, data, cases, validation = load(args)
     except (UserError, CheckpointError, TokenizedDataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = evaluate(trained, data, cases, args)
+    report = evaluate(trained, data, cases, validation, args)
     print(format_table(report))
     if args.report is not None:
         write_report(args.report, report)

@@ -20,7 +20,6 @@ one segment, read directly (no memory needed). Each setting of a row scores the 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -31,7 +30,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlot.architecture.atomic import atomic_output
-from mlot.evaluation.memory_tasks import NUMBERS, PLACES, associative_recall_case, fact_case, passkey_case
+from mlot.architecture.cli import UserError, documented_parser, existing_file, positive_int
+from mlot.tokenization.memory_tasks import NUMBERS, PLACES, associative_recall_case, fact_case, passkey_case
 from mlot.evaluation.recall import score_recall
 from mlot.evaluation.trained_memory import restore_semantic_memory
 from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
@@ -185,34 +185,33 @@ def report(rows: list[Row], meta: dict) -> dict:
                      for row in rows]}
 
 
-class UserError(Exception):
-    """A mistake of the user's: one line, exit code 2."""
-
-
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = documented_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (*.pt)")
-    parser.add_argument("--seed", type=int, default=0, help="which cases (0..999); training data never uses them")
-    parser.add_argument("--cases", type=int, default=22, help="cases per row (passkey depths cycle through them)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="which cases (0..999); training data never uses them (default: %(default)s)")
+    parser.add_argument("--cases", type=positive_int, default=22,
+                        help=f"cases per row, at most {MAX_CASES} (passkey depths cycle through them; "
+                             f"default: %(default)s)")
     parser.add_argument("--report", type=Path, help="write the full results as JSON here (atomically)")
-    parser.add_argument("--memory_weights", type=Path, help="memory-only weights to load onto the checkpoint")
+    parser.add_argument("--memory_weights", type=existing_file, help="memory-only weights to load onto the checkpoint")
     parser.add_argument("--dataset", type=Path, help="the tokenized_data folder with the tokenizer "
                                                      "(default: the one the checkpoint was trained on)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cases > MAX_CASES:
+        parser.error(f"argument --cases: must be <= {MAX_CASES}, got {args.cases}")
+    if not 0 <= args.seed < 1000:
+        parser.error(f"argument --seed: must lie in [0, 1000), got {args.seed}")
+    if args.report is not None and not args.report.parent.is_dir():
+        parser.error(f"argument --report: folder {args.report.parent} does not exist")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        if not 1 <= args.cases <= MAX_CASES:
-            raise UserError(f"--cases must lie in [1, {MAX_CASES}], got {args.cases}")
-        if not 0 <= args.seed < 1000:
-            raise UserError(f"--seed must lie in [0, 1000), got {args.seed}")
-        if args.report is not None and not args.report.parent.is_dir():
-            raise UserError(f"--report: folder {args.report.parent} does not exist")
         trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights)
         restore_semantic_memory(trained.model, trained.path)
     except (UserError, CheckpointError, OSError, ValueError) as error:

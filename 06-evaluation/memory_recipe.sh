@@ -4,10 +4,10 @@
 #   sh 06-evaluation/memory_recipe.sh [OUTPUT_DIR [train.py options, e.g. --max_steps 2000]]
 #                                                          (default OUTPUT_DIR: runs/memory_recipe)
 #
-# 1. a corpus of memory-task documents (memory_training_corpus.py; case seeds >= 10^9, apart
+# 1. a corpus of memory-task documents (03-tokenization/memory_training_corpus.py; case seeds >= 10^9, apart
 #    from the benchmark's), 2. its tokenizer and token files, 3. training with
 #    05-training/configs/memory_recipe.json, 4. recall practice with the loss on the answers only
-#    (memory_recipe_train.py), 5. the memory benchmarks of the result (table on the terminal,
+#    (train.py --stage recall, 05-training/recall_stage.py), 5. the memory benchmarks of the result (table on the terminal,
 #    JSON beside it). An existing OUTPUT_DIR is refused by each step rather than overwritten.
 #
 # BLAS runs single-threaded: this model's matrices are small, and on a busy machine BLAS
@@ -17,10 +17,11 @@ OUT=$(mkdir -p "${1:-runs/memory_recipe}" && cd "${1:-runs/memory_recipe}" && pw
 [ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
-python 06-evaluation/memory_training_corpus.py --output "$OUT/memory_tasks.jsonl" --no_progress
+python 03-tokenization/memory_training_corpus.py --output "$OUT/memory_tasks.jsonl" --no_progress
 python 03-tokenization/tokenize_data.py --input "$OUT/memory_tasks.jsonl" --vocab_size 4096 --output "$OUT/tokenized"
 python 05-training/train.py --model_config 05-training/configs/memory_recipe.json --dataset "$OUT/tokenized" \
     --checkpoint_dir "$OUT/checkpoints" "$@"
-python 06-evaluation/memory_recipe_train.py --base "$OUT/checkpoints/latest_checkpoint.pt" \
-    --output "$OUT/memory_recipe.pt" --no_progress
-python 06-evaluation/memory_benchmarks.py --checkpoint "$OUT/memory_recipe.pt" --report "$OUT/memory_benchmarks.json"
+python 05-training/train.py --stage recall --base "$OUT/checkpoints/latest_checkpoint.pt" \
+    --checkpoint_dir "$OUT/recall" --no_progress
+python 06-evaluation/memory_benchmarks.py --checkpoint "$OUT/recall/latest_checkpoint.pt" \
+    --report "$OUT/memory_benchmarks.json"

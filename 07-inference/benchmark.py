@@ -10,13 +10,13 @@ the time to the first token (the prefill).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from mlot.inference.cli import OneLineParser, add_model_arguments, load_model, positive_int, run
+from mlot.architecture.cli import documented_parser, positive_int, run_command
+from mlot.inference.cli import add_model_arguments, load_model
 from mlot.model.generation import fill_span
 
 
@@ -44,11 +44,12 @@ def time_fill(model, part_a, new_tokens: int, use_cache: bool) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = documented_parser(__doc__)
     add_model_arguments(parser)
-    parser.add_argument("--new_tokens", type=positive_int, default=32)
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--new_tokens", type=positive_int, default=32,
+                        help="tokens generated per run, at most the model's window (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="runs of each way, the best is shown (default: %(default)s)")
     args = parser.parse_args(argv)
     model = load_model(args).model
     window = model.config.segment_len - 1
@@ -71,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_command(main))

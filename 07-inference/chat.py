@@ -13,12 +13,12 @@ are printed then, one "model> " line per turn.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from mlot.inference.chat_session import ChatSession
-from mlot.inference.cli import OneLineParser, add_model_arguments, add_sampling_arguments, load_model, run, sampler_from
+from mlot.architecture.cli import OneLineParser, documented_parser, run_command
+from mlot.inference.cli import add_model_arguments, add_sampling_arguments, load_model, sampler_from
 from mlot.inference.memory_file import load_memory_file, model_fingerprint, save_memory_file
 from mlot.inference.memory_listing import describe_memory
 from mlot.inference.streaming import TextStream
@@ -27,8 +27,7 @@ COMMANDS = "/memory /forget /exit"
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = documented_parser(__doc__)
     add_model_arguments(parser)
     parser.add_argument("--memory_file", type=Path, default=None,
                         help="keep the memory here between sessions (created when missing)")
@@ -128,4 +127,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_command(main))

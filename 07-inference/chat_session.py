@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from mlot.inference.continuation import Continuation
 from mlot.model.generation import Sampler
-from mlot.training.memory_transfer import ConsolidationConfig, MemoryConsolidator
+from mlot.memory.consolidation import ConsolidationConfig, MemoryConsolidator
 
 
 class ChatSession:

@@ -9,21 +9,19 @@ window is read into memory first); --infill fills every [MASK] of the text in or
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from mlot.inference.cli import (OneLineParser, UserError, add_model_arguments, add_sampling_arguments, load_model,
-                                run, sampler_from)
+from mlot.architecture.cli import OneLineParser, UserError, documented_parser, run_command
+from mlot.inference.cli import add_model_arguments, add_sampling_arguments, load_model, sampler_from
 from mlot.inference.continuation import Continuation
 from mlot.inference.streaming import TextStream
 from mlot.model.generation import infill
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = documented_parser(__doc__)
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument("--prompt", help="text to continue")
     task.add_argument("--infill", help='text with one or more [MASK] to fill, e.g. "The [MASK] sat on the mat"')
@@ -102,4 +100,4 @@ def write(text: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_command(main))

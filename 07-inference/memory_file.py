@@ -1,6 +1,6 @@
 """A chat's memory on disk, so that a conversation can go on in a later session.
 
-The file is a checkpoint of the project's safe format (`mlot.training.checkpointing`: a ZIP of
+The file is a checkpoint of the project's safe format (`mlot.architecture.checkpoint_file`: a ZIP of
 .npy arrays and a manifest with each array's SHA-256, written atomically, no pickle) holding the
 model's whole memory state (`ModelMemory.state_dict()`: working cache, pending chunk, episodic
 store, semantic slots and graph, entry texts), so a reloaded session continues exactly where the

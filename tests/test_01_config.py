@@ -50,7 +50,7 @@ def test_int_is_accepted_where_a_float_is_expected():
     ({"vocab_size": "4096"}, "vocab_size", "expected int, got str"),
     ({"n_heads": True}, "n_heads", "expected int, got bool"),
     ({"segment_len": 64.0}, "segment_len", "expected int, got float"),
-    ({"tie_embeddings": 1}, "tie_embeddings", "expected bool, got int"),
+    ({"episodic": 1}, "episodic", "expected bool, got int"),
     ({"d_ff": "auto"}, "d_ff", "expected int | None"),
     ({"gnn_rounds": 3}, "gnn_rounds", "0, 1 or 2"),
     ({"retrieval_top_k": 600}, "retrieval_top_k", "exceeds episodic_capacity=512"),

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from mlot.tokenization import train
-from mlot.tokenization.cli import UserError
+from mlot.architecture.cli import UserError
 from mlot.tokenization.generate_corpus import generate_corpus
 from mlot.tokenization.synthetic_world import build_world, person_facts
 

@@ -1,6 +1,7 @@
 """tokenize_data.py end to end: what it writes decodes back to the input documents; bad input is refused cleanly."""
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlot.architecture.cli import run_command
 from mlot.tokenization import Tokenizer
-from mlot.tokenization.cli import run_main
 from mlot.tokenization.tokenize_data import main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "03-tokenization" / "tokenize_data.py"
@@ -41,10 +42,9 @@ def _read_split(folder: Path, split: str, meta: dict) -> list[np.ndarray]:
 def _run(argv) -> int:
     """main(argv) as the script runs it (errors become a line on stderr); returns the exit code."""
     try:
-        run_main(lambda: main(argv))
-    except SystemExit as stop:
+        return run_command(main, argv) or 0
+    except SystemExit as stop:  # argparse's exit for a bad option
         return stop.code
-    return 0
 
 
 def test_output_decodes_to_the_input_documents(tmp_path):
@@ -90,6 +90,21 @@ def test_file_mode_and_reused_tokenizer(tmp_path):
         assert meta["val"] == {"tokens": 0, "documents": 0}
     assert (first / "train.bin").read_bytes() == (second / "train.bin").read_bytes()
 
+
+def test_written_folder_and_files_get_the_umasks_mode(tmp_path):
+    """Staging is made by mkdir and open, not tempfile's owner-only mkdtemp/mkstemp."""
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("one small document", encoding="utf-8")
+    out = tmp_path / "out"
+    before = os.umask(0o027)
+    try:
+        assert _run(["--input", str(corpus), "--vocab_size", "270", "--output", str(out), "--val_fraction", "0"]) == 0
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        name: 0o640 for name in ("meta.json", "tokenizer.json", "train.bin", "train_docs.npy", "val.bin", "val_docs.npy")}
 
 def _assert_refused(capsys, argv, message):
     code = _run(argv)
@@ -151,3 +166,14 @@ def test_loader_checks_the_folder(tmp_path):
         handle.write(b"\0\0")
     with pytest.raises(TokenizedDataError, match="train.bin"):
         TokenizedData.load(out)
+
+
+def test_default_folders_lie_beside_the_stage_only_in_a_source_checkout():
+    """An installed package must not write into site-packages: its defaults are folders of the current directory."""
+    from mlot.tokenization import cli
+    package = Path(cli.__file__).resolve().parent
+    for name, folder in (("corpus", cli.DEFAULT_CORPUS_DIR), ("tokenized_data", cli.DEFAULT_DATASET_DIR)):
+        if package == SCRIPT.parent:  # the editable install of this checkout
+            assert folder == SCRIPT.parent / name
+        else:
+            assert folder == Path(name) and package not in folder.resolve().parents

@@ -194,10 +194,30 @@ def test_parameter_groups_are_disjoint_and_complete():
     assert id(model.wte.weight) in {id(p) for p in model.backbone_parameters()}
 
 
-def test_generate_and_infill_methods():
-    model = filled_model(batch=1)
-    first = model.generate(np.arange(10, 30), max_new_tokens=6, temperature=1.0, top_k=5, seed=4)
-    again = filled_model(batch=1).generate(np.arange(10, 30), max_new_tokens=6, temperature=1.0, top_k=5, seed=4)
-    assert first == again and len(first) <= 6
-    spans = model.infill(np.array([11, 3, 12, 13, 3, 14]), max_span_tokens=3)
-    assert len(spans) == 2 and all(len(span) <= 3 for span in spans)
+def greedy_by_hand(model, part_a, position, limit):
+    """The span at part_a[position] filled greedily, each token from a full forward of the infill
+    layout: Part A with its [MASK], Part B = [SOP] + tokens so far + a placeholder the causal
+    Part B hides from the position read."""
+    tokens = []
+    with no_grad():
+        while len(tokens) < limit:
+            segment = np.concatenate([part_a[:position], tokens, [0], part_a[position + 1:]]).astype(np.int64)
+            batch = make_infill_batch([segment], [[(position, position + len(tokens) + 1)]], SPECIAL)
+            out = model(batch, record_access=False)
+            column = batch.prefix_len[0] + len(tokens)  # [SOP], then the last token chosen
+            token = int(model.logits(out.hidden).data[0, column].argmax())
+            if token == SPECIAL.eop:
+                break
+            tokens.append(token)
+    return tokens
+
+
+def test_generate_and_infill_equal_greedy_decoding_by_hand():
+    prompt = np.arange(14, 22)  # fits the window: nothing goes to memory first
+    expected = greedy_by_hand(filled_model(batch=1), np.append(prompt, SPECIAL.mask), len(prompt), 6)
+    assert len(expected) >= 2
+    assert filled_model(batch=1).generate(prompt, max_new_tokens=6, temperature=0.0) == expected
+    ids = np.array([11, 3, 12, 13, 3, 14])
+    first = greedy_by_hand(filled_model(batch=1), ids, 1, 3)
+    spans = filled_model(batch=1).infill(ids, max_span_tokens=3)
+    assert len(spans) == 2 and spans[0] == first and len(spans[1]) <= 3

@@ -112,6 +112,35 @@ def test_long_run_screen_fits_one_hundred_columns():
     assert max(len(line) for line in render(run, "x" * 150).splitlines()) <= 100
 
 
+def test_loss_curves_fill_the_width_without_passing_it():
+    run = [record(step, loss=3.0 + math.sin(step)) for step in range(1, 2001)]
+    for width in (80, 100, 140):
+        loss_lines = [line for line in render(run, "run/", width=width, unicode=False).splitlines()
+                      if line.startswith("  loss")]
+        assert len(loss_lines) == 4 and all(len(line) == width for line in loss_lines)
+
+
+def test_a_long_curriculum_history_wraps_at_a_narrow_width_and_keeps_every_phase():
+    stages = ["working", "episodic", "semantic", "consolidation", "transfer"]
+    moves = [(stage, phase) for stage in stages for phase in range(3)]
+    run = [record(10 * (i + 1), curriculum_stage=stage, curriculum_phase=phase)
+           for i, (stage, phase) in enumerate(moves)]
+    lines = render(run, "run/", width=60).splitlines()
+    assert max(len(line) for line in lines) <= 60
+    start = next(i for i, line in enumerate(lines) if line.startswith("  history"))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith(" " * 14))
+    assert end - start >= 3  # wrapped, not cut
+    shown = " -> ".join(line[14:].strip() for line in lines[start:end]).split(" -> ")
+    assert shown == [f"{stage}/{phase}@{10 * (i + 1)}" for i, (stage, phase) in enumerate(moves)]
+
+
+def test_a_run_path_longer_than_the_screen_is_continued_not_cut():
+    path = "runs/" + "x" * 150
+    lines = render(HAND_MADE_RUN, path, width=100).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert "".join(line.strip() for line in lines[:3]).startswith("MLoT-Spark monitor  " + path + "step 30 ")
+
+
 def test_command_prints_the_screen_and_reports_malformed_lines(tmp_path, capsys):
     write_run(tmp_path, HAND_MADE_RUN[:2], tail="garbage\n" + json.dumps(HAND_MADE_RUN[2]) + "\n{\"step\": 4")
     assert main(["--checkpoint_dir", str(tmp_path)]) == 0
@@ -130,10 +159,13 @@ def test_missing_run_gives_one_error_line_and_exit_2(tmp_path, capsys, make_dir)
     assert ("no metrics.jsonl" in err) if make_dir else ("does not exist" in err)
 
 
-def test_bad_interval_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize("option, value", [("--interval", "0"), ("--interval", "soon"), ("--window", "1")])
+def test_bad_value_is_one_error_line(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as stop:
-        main(["--checkpoint_dir", str(tmp_path), "--follow", "--interval", "0"])
+        main(["--checkpoint_dir", str(tmp_path), "--follow", option, value])
     assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: argument {option}: ") and err.count("\n") == 1
 
 
 def test_plot_without_matplotlib_names_the_install(tmp_path, capsys, monkeypatch):

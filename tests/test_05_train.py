@@ -1,6 +1,7 @@
 """train.py end to end on configs/tiny.json: exact resume after SIGKILL, fallback from a damaged
 checkpoint, and one-line errors for a user's mistakes."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -33,26 +34,51 @@ def losses(folder: Path) -> dict:
     return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_losses(dataset, tmp_path):
-    common = ["--model_config", TINY, "--dataset", dataset, "--max_steps", 16, "--log_interval", 1,
-              "--save_interval", 3]
+def tiny_config(folder: Path, **training) -> Path:
+    """configs/tiny.json with some of its `training` values changed, written into folder."""
+    config = json.loads(TINY.read_text())
+    config["training"].update(training)
+    path = folder / "tiny_config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def logged_steps(folder: Path) -> list[int]:
+    """Steps of the complete metrics lines (a killed run may leave half a line)."""
+    steps = []
+    for line in (folder / "metrics.jsonl").read_text().split("\n")[:-1]:
+        steps.append(json.loads(line)["step"])
+    return steps
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_losses(dataset, tmp_path):
+    max_steps = 60  # long enough that the kill, sent at the first checkpoint, lands mid-run even on a fast machine
+    config = tiny_config(tmp_path, max_steps=max_steps, log_interval=1, save_interval=4)
+    common = ["--model_config", config, "--dataset", dataset, "--max_steps", max_steps]
     train(*common, "--checkpoint_dir", tmp_path / "straight")
     reference = losses(tmp_path / "straight")
-    assert sorted(reference) == list(range(1, 17))
+    assert sorted(reference) == list(range(1, max_steps + 1))
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(TRAIN), "--no_progress", *map(str, common),
-                                "--checkpoint_dir", str(killed)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "ckpt_00000006.pt").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # somewhere after step 6
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert (killed / "latest_checkpoint.pt").exists()
+    with open(tmp_path / "killed.err", "w") as errors:
+        process = subprocess.Popen([sys.executable, str(TRAIN), "--no_progress", *map(str, common),
+                                    "--checkpoint_dir", str(killed)], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=errors)
+        deadline = time.monotonic() + 600  # a loaded machine may be slow; only the order of events matters
+        while not (killed / "latest_checkpoint.pt").exists():
+            assert process.poll() is None, f"the run ended before its first checkpoint:\n" \
+                                           f"{(tmp_path / 'killed.err').read_text()}"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL  # died by the signal, not by finishing
+    assert max(logged_steps(killed)) < max_steps
+    assert not (killed / f"ckpt_{max_steps:08d}.pt").exists()
+
     resumed = train("--resume", killed / "latest_checkpoint.pt")
-    assert "resumed from" in resumed.stderr
+    start = int(re.search(r"resumed .*from \S+ at step (\d+)", resumed.stderr).group(1))
+    assert 4 <= start < max_steps
+    assert logged_steps(killed) == list(range(1, max_steps + 1))  # the lines after the checkpoint logged once
     assert losses(killed) == reference  # every step's loss, bit for bit (JSON keeps full float precision)
 
 

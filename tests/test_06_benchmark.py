@@ -1,7 +1,10 @@
 """Pieces of 06-evaluation/benchmark.py on tiny shapes: generation yields exactly the tokens asked
 for, the retrieval case checks its kernel against the NumPy brute force, the traced peak sees a
-known allocation, and the driver reports every case with its ratio. No timing is asserted."""
+known allocation, the median is that of a fake clock, and the driver reports every case with its ratio. No timing is asserted."""
+import time
+
 import numpy as np
+import pytest
 
 from mlot.architecture import ModelConfig
 from mlot.evaluation import benchmark
@@ -21,7 +24,8 @@ def test_no_end_sampler_is_greedy_but_never_ends():
 def test_generate_case_yields_the_tokens_asked_for_with_and_without_cache():
     for use_cache in (True, False):
         figures = case_generate(use_cache, steps=1, warmup=0, new_tokens=5, prompt_tokens=20, config=TINY)
-        assert figures["tokens_per_s"] > 0 and figures["shape"]["new_tokens"] == 5
+        assert figures["tokens_per_s"] == pytest.approx(5 / figures["seconds_median"])
+        assert figures["shape"] == {"prompt_tokens": 20, "new_tokens": 5}
 
 
 def test_retrieval_case_checks_the_kernel_against_numpy_brute_force():
@@ -29,10 +33,19 @@ def test_retrieval_case_checks_the_kernel_against_numpy_brute_force():
     assert figures["same_top_k"] and figures["seconds_median"] > 0
 
 
-def test_timed_reports_median_and_traced_peak():
+def test_timed_reports_median_and_traced_peak(monkeypatch):
+    """A fake clock that each call advances by a known duration: the median is of the timed calls only."""
+    now = [0.0]
+    durations = iter([100.0, 100.0, 5.0, 1.0, 3.0, 100.0])  # 2 warm-up calls, 3 timed, 1 traced
     calls = []
-    figures = timed(lambda: calls.append(np.zeros(2 ** 18)), steps=3, warmup=2)  # 2 MiB per call
-    assert len(calls) == 6 and figures["seconds_median"] >= 0
+
+    def work():
+        calls.append(np.zeros(2 ** 18))  # 2 MiB per call
+        now[0] += next(durations)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    figures = timed(work, steps=3, warmup=2)
+    assert len(calls) == 6 and figures["seconds_median"] == 3.0
     assert 1.9 <= figures["traced_peak_mb"] <= 3
 
 

@@ -1,9 +1,9 @@
 """06-evaluation: evaluate.py end to end on a tiny trained checkpoint, exact-match recall scoring on
 hand-made cases, batched bits per byte against token-by-token decoding, and the baselines
-against hand-computed values and lzma itself."""
+against hand-computed values and the xz command."""
 import json
-import lzma
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +19,7 @@ from mlot.evaluation.recall import RecallCase, score_recall
 from mlot.model.generation import fill_span
 from mlot.model.model import MLoTSpark
 from mlot.training.memory_weights import save_memory_weights
+from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.training.trained_model import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +60,24 @@ def test_evaluate_reports_every_field(trained, tmp_path):
     assert bpb["model"]["bytes"] == bpb["unigram"]["bytes"] == bpb["xz"]["bytes"] > 0
     assert bpb["model"]["tokens"] == bpb["unigram"]["tokens"] > 0
     assert set(report["settings"]) == {"full", "episodic_only", "memory_off"}
+    recorded = load_trained_model(checkpoint).meta["validation"]
+    data = TokenizedData.load(report["dataset"])
+    # pairs: each document's segments (of the recorded length, up to the recorded count) less one
+    segments = [min(recorded["segments_per_doc"], -(-len(data.val.document(i)) // recorded["segment_tokens"]))
+                for i in range(4)]
     for setting in report["settings"].values():
-        assert setting["val_loss"] > 0 and 0 <= setting["val_span_accuracy"] <= 1
-        assert 0 <= setting["coherence_score"] <= 1 and setting["pairs"] > 0
-        assert setting["recall"]["total"] == 2 and len(setting["recall"]["cases"]) == 2
-        assert 0 <= setting["recall"]["exact_match"] <= 1
+        assert setting["documents"] == 4 and setting["pairs"] == sum(segments) - 4
+        assert setting["val_loss"] > 0 and setting["targets"] > 0
+        hits, ordered = setting["val_span_accuracy"] * setting["targets"], setting["coherence_score"] * setting["pairs"]
+        assert abs(hits - round(hits)) < 1e-6 and abs(ordered - round(ordered)) < 1e-6  # counts over totals
+        recall = setting["recall"]
+        assert recall["total"] == len(recall["cases"]) == 2
+        assert recall["correct"] == sum(case["prediction"] == case["answer"] for case in recall["cases"])
+        assert recall["exact_match"] == recall["correct"] / 2
         assert {"working_usage", "episodic_size", "semantic_size"} <= set(setting["memory_stats"])
+    settings = report["settings"]
+    assert settings["full"]["targets"] == settings["memory_off"]["targets"]  # the same spans, read with memory or not
+    assert settings["full"]["val_loss"] != settings["memory_off"]["val_loss"]
     assert report["settings"]["memory_off"]["memory_stats"]["episodic_queries"] == 0
     assert report["settings"]["full"]["memory_stats"]["episodic_queries"] > 0
     for label in ("bits per byte", "val loss", "recall exact match", "episodic_only", "memory_off"):
@@ -214,10 +227,18 @@ def test_unigram_baseline_by_hand():
     assert result["bits_per_byte"] == pytest.approx(expected / 5)
 
 
-def test_xz_baseline_is_lzma_extreme():
+@pytest.mark.skipif(shutil.which("xz") is None, reason="the xz command is not installed")
+def test_xz_baseline_is_the_xz_command_at_its_strongest_setting():
+    """`xz -9e` (documented as preset 9 with --extreme, .xz container, CRC64 check) gives the same size."""
     text = ("The river Hesk runs through Ashford. " * 40 + "Zeno has a goat named Pepper.").encode()
-    compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
-    size = len(compressor.compress(text) + compressor.flush())
+    size = len(subprocess.run(["xz", "-9e", "-c"], input=text, capture_output=True, check=True).stdout)
     result = xz_bits_per_byte(text)
-    assert result["compressed_bytes"] == size
+    assert result["compressed_bytes"] == size and result["bytes"] == len(text)
     assert result["bits_per_byte"] == pytest.approx(8 * size / len(text))
+
+
+def test_xz_baseline_on_known_extremes():
+    noise = np.random.default_rng(0).bytes(4096)  # incompressible: the container's bytes come on top
+    assert 8.0 < xz_bits_per_byte(noise)["bits_per_byte"] < 8.2
+    assert xz_bits_per_byte(b"a" * 100_000)["bits_per_byte"] < 0.02  # one repeated byte: ~150 bytes in all
+    assert math.isnan(xz_bits_per_byte(b"")["bits_per_byte"])

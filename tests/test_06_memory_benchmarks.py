@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from mlot.architecture import ModelConfig
-from mlot.evaluation.memory_benchmarks import (SETTINGS, UPPER_BOUND, Row, build_rows, run_rows,
-                                               save_and_reload_memory)
-from mlot.evaluation.memory_tasks import associative_recall_case, fact_case, passkey_case
-from mlot.evaluation.memory_training_corpus import write_corpus
+from mlot.evaluation.memory_benchmarks import (SETTINGS, UPPER_BOUND, Row, build_rows, format_table, report,
+                                               run_rows, save_and_reload_memory)
+from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, passkey_case
+from mlot.tokenization.memory_training_corpus import write_corpus
 from mlot.model.infilling import make_infill_batch
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenize_data import tokenize_corpus
-from mlot.training.memory_transfer import ConsolidationConfig, MemoryConsolidator
+from mlot.memory.consolidation import ConsolidationConfig, MemoryConsolidator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,6 +228,11 @@ def test_cli_prints_every_row_and_writes_the_report(checkpoint, tmp_path):
     assert len(report["rows"]) == len(rows)
     assert all(set(row["results"]) == {*SETTINGS, UPPER_BOUND} for row in report["rows"])
     assert all(row["results"]["memory off"]["total"] == 1 for row in report["rows"])
+    for row in report["rows"]:  # the table shows the report's counts: 1 case, so 0.0 % or 100.0 %
+        line = next(line for line in lines if line.startswith(row["task"]))
+        shown = re.findall(r"(\d+\.\d)%", line)[:4]
+        assert shown == [f"{100.0 * row['results'][name]['correct']:.1f}" for name in (*SETTINGS, UPPER_BOUND)]
+        assert all(r["exact_match"] == r["correct"] / r["total"] for r in row["results"].values())
 
 
 def test_recall_practice_masks_exactly_the_answer(checkpoint):
@@ -269,3 +274,44 @@ def test_user_mistakes_give_one_line(checkpoint, args, message):
 def test_missing_checkpoint_gives_one_line(tmp_path):
     result = benchmark("--checkpoint", tmp_path / "none.pt")
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz ?"
+
+
+class AlphabetTokenizer:
+    """One token per character of ALPHABET (ids 10..48, inside the tiny model's vocabulary); [MASK] is 1."""
+    def encode(self, text, allow_special=False):
+        return [1] if text == "[MASK]" else [10 + ALPHABET.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(ALPHABET[i - 10] for i in ids)
+
+
+def test_table_and_report_count_the_stub_answers_by_hand(monkeypatch):
+    """A stub whose answers are known: per setting, which of four cases it gets right."""
+    model = tiny_model()
+    tokenizer = AlphabetTokenizer()
+    right = {"memory off": {"q1"}, "episodic only": {"q1", "q2"}, "episodic + semantic": {"q1", "q2", "q3", "q4"},
+             UPPER_BOUND: {"u1", "u2", "u4"}}
+    switches = {tuple(values.values()): name for name, values in SETTINGS.items()}
+
+    def infill(ids, max_span_tokens=16):
+        query = tokenizer.decode(ids[:-1])
+        setting = UPPER_BOUND if query.startswith("u") else switches[
+            (model.use_working, model.use_episodic, model.use_semantic)]
+        answer = query[1]  # a query "qN" or "uN" is answered by its digit N
+        return [tokenizer.encode(answer if query in right[setting] else "0")]
+
+    monkeypatch.setattr(model, "infill", infill)
+    cases = [{"context": "abc", "query": f"q{n}", "answer": str(n)} for n in range(1, 5)]
+    upper = [{"context": "", "query": f"u{n}", "answer": str(n)} for n in range(1, 5)]
+    row = Row("stub row", cases, upper, chance=0.1)
+    run_rows(model, tokenizer, [row], progress=False)
+    # hand counts: 1, 2, 4 and 3 of 4 cases right
+    line = format_table([row]).splitlines()[1]
+    assert line.startswith("stub row")
+    assert re.findall(r"(\d+\.\d)%", line) == ["25.0", "50.0", "100.0", "75.0", "10.0"] and line.endswith(" 4")
+    results = report([row], {"seed": 0})["rows"][0]["results"]
+    assert {name: (r["correct"], r["total"]) for name, r in results.items()} == {
+        "memory off": (1, 4), "episodic only": (2, 4), "episodic + semantic": (4, 4), UPPER_BOUND: (3, 4)}

@@ -1,6 +1,6 @@
-"""The memory fine-tuning stage (05-training/memory_finetune.py, memory_weights.py) on tiny models:
-dialogue parsing and layout, pass 1 archiving U1 into episodic memory, a frozen backbone that
-stays bit-identical, memory-only weights bound to their base, and the command with its resume."""
+"""The memory and dialogue stages (05-training/memory_stage.py, dialogue_stage.py, memory_weights.py)
+on tiny models: the dialogue layout, pass 1 archiving U1 into episodic memory, a frozen backbone
+that stays bit-identical, memory-only weights bound to their base, and the command with its resume."""
 import dataclasses
 import json
 from pathlib import Path
@@ -14,11 +14,14 @@ from mlot.model.model import MLoTSpark
 from mlot.tokenization.generate_corpus import generate_corpus
 from mlot.tokenization.tokenize_data import tokenize_corpus
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.training import memory_finetune as mf
+from mlot.tokenization.dialogue_triplets import Example, encode_triplets, read_triplets
+from mlot.training import memory_stage as mf
 from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.memory_weights import load_memory_weights, save_memory_weights
+from mlot.architecture.cli import run_command
 from mlot.training.train import main as train_main
+from mlot.training.training_loop import Trainer, TrainConfig
 from mlot.training.trained_model import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,37 +59,10 @@ def world(tmp_path_factory):
 
 
 def examples_of(world, model):
-    triplets = mf.read_triplets(world["dialogues"])
-    return mf.encode_triplets(world["tokenizer"], triplets, model.config.segment_len)
+    return encode_triplets(world["tokenizer"], read_triplets(world["dialogues"]), model.config.segment_len)
 
 
-# --- data ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not valid JSON"),
-    ('["U1", "U2"]', "expected a JSON object"),
-    ('{"U1": "a", "U2": "b"}', "missing M2"),
-    ('{"U1": "a", "U2": "b", "M2": 7}', "M2 must be a non-empty string"),
-    ('{"U1": "", "U2": "b", "M2": "c"}', "U1 must be a non-empty string"),
-])
-def test_a_bad_line_is_named_with_its_number(tmp_path, line, message):
-    path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps(DIALOGUES[0]) + "\n\n" + line + "\n")
-    with pytest.raises(mf.TripletDataError, match=f"line 3: {message}"):
-        mf.read_triplets(path)
-
-
-def test_m1_defaults_to_a_neutral_acknowledgement(world):
-    triplets = mf.read_triplets(world["dialogues"])
-    assert triplets[1].m1 == mf.NEUTRAL_ACKNOWLEDGEMENT and triplets[0].m1 == "Noted."
-    assert [t.line for t in triplets[:3]] == [1, 2, 3]
-
-
-def test_special_token_text_in_a_field_is_refused(world):
-    triplet = mf.Triplet(5, "I am [MODEL] Ann.", "Noted.", "Who?", "Ann.")
-    with pytest.raises(mf.TripletDataError, match=r"line 5: U1 contains the special token \[MODEL\]"):
-        mf.encode_triplets(world["tokenizer"], [triplet], 64)
-
-
+# --- data ----------------------------------------------------------------------------------------------------
 def test_pass_two_masks_m2_found_after_the_model_token(world):
     tokenizer = world["tokenizer"]
     model = MLoTSpark(load_trained_model(world["base"]).model.config)
@@ -102,12 +78,6 @@ def test_pass_two_masks_m2_found_after_the_model_token(world):
         labelled = batch.targets[row] != IGNORE_INDEX
         assert batch.targets[row][labelled].tolist() == m2.tolist() + [model.special.eop]
         assert labelled.sum() == len(m2) + 1  # nothing before M2 carries a label
-
-
-def test_a_dialogue_longer_than_a_segment_is_refused(world):
-    triplet = mf.Triplet(9, "a", "b", "word " * 40, "c")
-    with pytest.raises(mf.TripletDataError, match="line 9: U2 and M2 take .* the model's segment of 16"):
-        mf.encode_triplets(world["tokenizer"], [triplet], 16)
 
 
 # --- pass 1 -------------------------------------------------------------------------------------------------
@@ -126,7 +96,7 @@ def test_pass_one_archives_each_context_as_episodic_entries_beyond_the_working_c
 
 
 def test_distractor_rounds_store_the_own_context_once_among_others():
-    examples = [mf.Example(np.array([row]), np.array([0]), 0) for row in range(5)]
+    examples = [Example(np.array([row]), np.array([0]), 0) for row in range(5)]
     rounds = mf.storage_rounds(examples, 2, np.random.default_rng(4))
     assert len(rounds) == 3
     for row in range(5):
@@ -139,28 +109,30 @@ def test_retrieval_top1_on_known_answers(world):
     examples = [examples_of(world, model)[i] for i in (0, 1, 2, 3, 5)]  # distinct U2s (4 repeats 0's)
     batch = mf.dialogue_batch(model, examples)
     # contexts equal to each query's own Part A: the own entry scores exactly 1, so always found
-    mirrored = [mf.Example(batch.ids[row, :batch.prefix_len[row]], e.dialogue, e.m2_start)
+    mirrored = [Example(batch.ids[row, :batch.prefix_len[row]], e.dialogue, e.m2_start)
                 for row, e in enumerate(examples)]
     assert mf.retrieval_top1(model, mirrored, 5) == 1.0
     # each query's Part A stored as its neighbour's context: the own entry never wins
-    shifted = [mf.Example(mirrored[(row + 1) % 5].context, e.dialogue, e.m2_start) for row, e in enumerate(mirrored)]
+    shifted = [Example(mirrored[(row + 1) % 5].context, e.dialogue, e.m2_start) for row, e in enumerate(mirrored)]
     assert mf.retrieval_top1(model, shifted, 5) == 0.0
 
 
 # --- training -----------------------------------------------------------------------------------------------
 def test_training_moves_only_memory_parameters_and_the_backbone_stays_bit_identical(world):
     model = load_trained_model(world["base"]).model
-    examples = examples_of(world, model)
     backbone_before = [p.data.copy() for p in model.backbone_parameters()]
     memory_before = {name: p.data.copy() for name, p in model.named_parameters()
                      if id(p) in {id(q) for q in model.memory_parameters()}}
-    config = mf.MemoryFinetuneConfig(batch_size=4, max_steps=6, alignment_steps=2, warmup_steps=0, val_examples=4)
-    finetuner = mf.MemoryFinetuner(model, examples[:-4], examples[-4:], config, {"triplets": "t"})
-    held = {id(p) for group in finetuner.optimizer.param_groups for p in group["params"]}
+    train = TrainConfig(batch_size=4, max_steps=6, warmup_steps=0)
+    stage = mf.MemoryStage(model, world["folder"] / "tokenized", world["dialogues"], train,
+                           mf.MemoryStageConfig(alignment_steps=2, val_examples=4), {"base": "b", "base_fingerprint": "f"})
+    trainer = Trainer(model, stage, train)
+    held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert held == {id(p) for p in model.memory_parameters()}
     assert not any(p.requires_grad for p in model.backbone_parameters())
-    stages = [finetuner.train_step()["stage"] for _ in range(6)]
-    assert stages == ["alignment"] * 2 + ["memory"] * 4
+    terms = [trainer.train_step() for _ in range(6)]
+    assert ["loss_alignment" in t for t in terms] == [True] * 2 + [False] * 4
+    assert all("loss_memory" in t for t in terms[2:])
     for before, param in zip(backbone_before, model.backbone_parameters()):
         assert np.array_equal(before, param.data)
     after = dict(model.named_parameters())
@@ -203,10 +175,15 @@ def step_losses(folder: Path) -> dict:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
+def stage_config(path: Path, training: dict, stage: str, section: dict) -> Path:
+    path.write_text(json.dumps({"training": {"warmup_steps": 1, "log_interval": 1, "eval_interval": 100, **training},
+                                stage: section}))
+    return path
+
+
 def test_command_runs_resumes_exactly_and_writes_memory_weights(world, tmp_path, run_train):
-    config = tmp_path / "stage.json"
-    config.write_text(json.dumps({"batch_size": 4, "max_steps": 6, "alignment_steps": 2, "warmup_steps": 1,
-                                  "val_examples": 4, "log_interval": 1, "save_interval": 2, "eval_interval": 100}))
+    config = stage_config(tmp_path / "stage.json", {"batch_size": 4, "max_steps": 6, "save_interval": 2}, "memory",
+                          {"alignment_steps": 2, "val_examples": 4})
     common = ["--stage", "memory", "--base", world["base"], "--dataset", world["dialogues"], "--model_config", config]
     code, stderr = run_train(*common, "--checkpoint_dir", tmp_path / "straight")
     assert code == 0, stderr
@@ -221,15 +198,13 @@ def test_command_runs_resumes_exactly_and_writes_memory_weights(world, tmp_path,
     reference = step_losses(tmp_path / "straight")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     code, stderr = run_train("--resume", tmp_path / "straight" / "ckpt_00000004.pt")  # redo steps 5 and 6
-    assert code == 0 and "resumed from ckpt_00000004.pt at step 4" in stderr, stderr
+    assert code == 0 and "resumed memory from ckpt_00000004.pt at step 4" in stderr, stderr
     assert step_losses(tmp_path / "straight") == reference  # bit for bit
 
 
 def test_dialogue_stage_trains_the_backbone_only_and_makes_a_base_for_the_memory_stage(world, tmp_path, run_train):
-    config = tmp_path / "dialogue.json"
-    config.write_text(json.dumps({"batch_size": 4, "max_steps": 8, "alignment_steps": 0, "warmup_steps": 1,
-                                  "backbone_lr": 0.01, "val_examples": 4, "log_interval": 1, "save_interval": 4,
-                                  "eval_interval": 100, "copy_head": False}))
+    config = stage_config(tmp_path / "dialogue.json", {"batch_size": 4, "max_steps": 8, "lr": 0.01, "save_interval": 4},
+                          "dialogue", {"val_examples": 4})
     code, stderr = run_train("--stage", "dialogue", "--base", world["base"], "--dataset", world["dialogues"],
                              "--model_config", config, "--checkpoint_dir", tmp_path / "dialogue")
     assert code == 0, stderr
@@ -243,24 +218,23 @@ def test_dialogue_stage_trains_the_backbone_only_and_makes_a_base_for_the_memory
             assert not np.array_equal(old.data, new.data), name  # the backbone's token path does
     val = examples_of(world, before)[-4:]  # the held-out dialogues: their M2 loss with memory off fell
     assert (mf.evaluate(after.model, val, 4, "off")["m2_loss"] < mf.evaluate(before, val, 4, "off")["m2_loss"])
-    memory_config = tmp_path / "memory.json"
-    memory_config.write_text(json.dumps({"batch_size": 4, "max_steps": 2, "alignment_steps": 1, "warmup_steps": 1,
-                                         "val_examples": 4}))
+    memory_config = stage_config(tmp_path / "memory.json", {"batch_size": 4, "max_steps": 2}, "memory",
+                                 {"alignment_steps": 1, "val_examples": 4})
     code, stderr = run_train("--stage", "memory", "--base", tmp_path / "dialogue" / LATEST_NAME, "--dataset",
                              world["dialogues"], "--model_config", memory_config, "--checkpoint_dir", tmp_path / "memory")
     assert code == 0 and (tmp_path / "memory" / "memory_weights.pt").is_file(), stderr
 
 
-def test_command_errors_are_one_line(world, tmp_path, run_train):
+def test_command_errors_are_one_line(world, tmp_path, capfd):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(DIALOGUES[0]) + "\n" + '{"U1": "x"}\n')
     for args, message in [
-        (["--dataset", bad], "line 2: missing U2, M2"),
-        (["--dataset", tmp_path / "none.jsonl"], "does not exist"),
-        ([], "--stage memory needs --base CHECKPOINT and --dataset FILE.jsonl"),
+        (["--base", world["base"], "--dataset", bad], "line 2: missing U2, M2"),
+        (["--base", world["base"], "--dataset", tmp_path / "none.jsonl"], "does not exist"),
+        (["--base", world["base"]], "needs --dataset FILE.jsonl"),
+        ([], "--stage memory needs --base CHECKPOINT"),
     ]:
-        base = ["--base", world["base"]] if args else []
-        code, stderr = run_train("--stage", "memory", *base, *args, "--checkpoint_dir", tmp_path / "run")
-        lines = stderr.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
-        assert message in lines[0]
+        code = run_command(train_main, ["--no_progress", "--stage", "memory", *map(str, args),
+                                        "--checkpoint_dir", str(tmp_path / "run")])
+        lines = capfd.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

@@ -32,8 +32,9 @@ second and forgets the rest:
 Triggers (`MemoryConsolidator.step`): `interval` steps since the last event, a store at least
 `full_fraction` full (once `min_gap` steps have passed since the last event, so a store that
 stays full does not fire every step), or a validation plateau the caller reports. The training
-loop also calls `consolidate(memory, rows, "document_end")` for rows whose document ends, before
-resetting them; those calls do not move the schedule.
+loop (05) schedules it by training step, chat (07) by turn. The training loop also calls
+`consolidate(memory, rows, "document_end")` for rows whose document ends, before resetting them;
+those calls do not move the schedule.
 """
 from __future__ import annotations
 

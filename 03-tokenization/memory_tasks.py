@@ -10,7 +10,7 @@ built sentence by sentence, so lengths and depths are met to within one sentence
 plain, repetitive nature talk (the classic passkey haystack) from word lists that share no word
 with the facts, so a fact is never hidden inside filler and filler never answers a question.
 
-    from mlot.evaluation.memory_tasks import passkey_case
+    from mlot.tokenization.memory_tasks import passkey_case
     case = passkey_case(seed=3, depth=0.5, n_tokens=512, count_tokens=lambda t: len(tokenizer.encode(t)))
 """
 from __future__ import annotations

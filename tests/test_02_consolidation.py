@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mlot.architecture.config import ConfigError
+from mlot.memory.consolidation import ConsolidationConfig, MemoryConsolidator
 from mlot.memory.episodic import EpisodicMemory
 from mlot.memory.semantic import SemanticMemory
 from mlot.model.model import MLoTSpark
-from mlot.training.memory_transfer import ConsolidationConfig, MemoryConsolidator
 
 from test_04_model import tiny_config
 

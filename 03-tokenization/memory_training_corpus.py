@@ -1,6 +1,6 @@
 """A training corpus of memory-task documents (the memory recipe's data).
 
-    python 06-evaluation/memory_training_corpus.py --output DIR/memory_tasks.jsonl [--documents N] [--window 64]
+    python 03-tokenization/memory_training_corpus.py --output DIR/memory_tasks.jsonl [--documents N] [--window 64]
 
 Each document is a memory task of `memory_tasks.py` written out with its answers: a context of
 1 to MAX_WINDOWS working windows, then the question(s) answered. Trained with random span masking, the
@@ -10,17 +10,16 @@ episodic memory. Case seeds start at TRAINING_SEED_BASE, far from the benchmark'
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from mlot.evaluation.memory_tasks import associative_recall_case, fact_case, passkey_case
+from mlot.architecture.atomic import atomic_output
+from mlot.architecture.cli import UserError, documented_parser, positive_int, run_command
+from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, passkey_case
 
 TRAINING_SEED_BASE = 10 ** 9
 KIND_WEIGHTS = {"passkey": 0.35, "associative": 0.45, "facts": 0.2}
@@ -54,41 +53,31 @@ def training_document(index: int, window: int, max_repeats: int = 1) -> str:
 
 def write_corpus(path: Path, documents: int, window: int, max_repeats: int = 1, progress: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for index in tqdm(range(documents), desc="documents", disable=not progress):
-                out.write(json.dumps({"text": training_document(index, window, max_repeats)}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "w", encoding="utf-8") as out:
+        for index in tqdm(range(documents), desc="documents", disable=not progress):
+            out.write(json.dumps({"text": training_document(index, window, max_repeats)}) + "\n")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = documented_parser(__doc__)
     parser.add_argument("--output", type=Path, required=True, help="the JSONL file to write")
-    parser.add_argument("--documents", type=int, default=12000)
-    parser.add_argument("--window", type=int, default=64, help="the model's working window in tokens")
-    parser.add_argument("--max_repeats", type=int, default=1, help="ask each document's questions up to this "
-                                                                     "many times (shuffled)")
+    parser.add_argument("--documents", type=positive_int, default=12000,
+                        help="documents to write (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=64,
+                        help="the model's working window in tokens, at least 8 (default: %(default)s)")
+    parser.add_argument("--max_repeats", type=positive_int, default=1,
+                        help="ask each document's questions up to this many times, shuffled (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.documents < 1 or args.window < 8 or args.max_repeats < 1:
-        print(f"error: --documents and --max_repeats must be >= 1 and --window >= 8, got {args.documents}, "
-              f"{args.max_repeats} and {args.window}", file=sys.stderr)
-        return 2
+    if args.window < 8:
+        parser.error(f"argument --window: must be >= 8, got {args.window}")
     if args.output.exists() and not args.overwrite:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.output} exists; pass --overwrite to replace it")
     write_corpus(args.output, args.documents, args.window, args.max_repeats, progress=not args.no_progress)
     print(f"wrote {args.documents} documents to {args.output}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -1,0 +1,122 @@
+"""Recall practice: memory tasks read into memory, the loss on the answer only.
+
+    python 05-training/train.py --stage recall --base checkpoints/latest_checkpoint.pt --checkpoint_dir recall_run/
+
+Random-span reconstruction spends nearly all of its loss on filler, and a model trained with it
+alone never learned to copy a pass key (06-evaluation/README.md). Here every step is what the
+memory benchmarks ask, on training seeds (from TRAINING_SEED_BASE, never the benchmark's, which
+stay below 10^9): each row reads the context of a task case (03-tokenization/memory_tasks.py:
+pass keys, key-value pairs with overwrites, facts over several sentences; 1..max_windows working
+windows long) into memory segment by segment, the working cache on, as the benchmark does; then
+Part A is the question with the answer masked, and the cross-entropy covers the answer span
+only. Every parameter trains (from --base). Validation: held-out cases (their own seed range),
+answer loss and exact match under teacher forcing (every answer token and the [EOP] greedy-right).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mlot.architecture import no_grad
+from mlot.architecture.config import JsonConfig, check
+from mlot.model.infilling import make_infill_batch
+from mlot.model.scoring import score_targets
+from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, passkey_case
+from mlot.tokenization.tokenizer import Tokenizer
+from mlot.training.loss_functions import reconstruction_loss
+from mlot.training.stages import Stage, StepLoss
+
+TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
+VALIDATION_SEED_BASE = 3 * 10 ** 9
+PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
+
+
+@dataclasses.dataclass
+class RecallConfig(JsonConfig):
+    """The `recall` section (training.lr is every parameter's rate but the gates')."""
+    gate_lr: float = 3e-2           # memory gates, no weight decay
+    max_windows: int = 4            # contexts of 1..max_windows working windows (retrieval is by content)
+    passkey_share: float = 0.4      # the rest: associative recall 0.4, facts 0.2 of what remains
+    val_cases: int = 64             # held-out cases per validation
+
+    def validate(self):
+        check(math.isfinite(self.gate_lr) and self.gate_lr > 0, "gate_lr", f"must be a finite number > 0, "
+                                                                          f"got {self.gate_lr}")
+        check(self.max_windows >= 1, "max_windows", f"must be >= 1, got {self.max_windows}")
+        check(0 <= self.passkey_share <= 1, "passkey_share", f"must lie in [0, 1], got {self.passkey_share}")
+        check(self.val_cases >= 1, "val_cases", f"must be >= 1, got {self.val_cases}")
+
+
+def practice_case(seed: int, window: int, config: RecallConfig, count_tokens) -> dict:
+    """The task case of a seed: its kind and length drawn from the seed alone."""
+    rng = np.random.default_rng([seed, 0])
+    n_tokens = int(rng.integers(1, config.max_windows + 1)) * window
+    kind = rng.random()
+    if kind < config.passkey_share:
+        return passkey_case(seed, float(rng.random()), n_tokens, count_tokens)
+    if kind < config.passkey_share + (1 - config.passkey_share) * 2 / 3:
+        return associative_recall_case(seed, int(rng.integers(2, 7)), n_tokens, bool(rng.random() < 0.3),
+                                       count_tokens)
+    return fact_case(seed, int(rng.integers(1, 4)), n_tokens, count_tokens=count_tokens)
+
+
+class RecallStage(Stage):
+    name = "recall"
+    config_class = RecallConfig
+    trains = "every parameter"
+
+    def __init__(self, model, tokenizer_folder, train, config: RecallConfig, base: dict):
+        super().__init__(model, config)
+        self.train_config, self.base, self.dataset = train, base, str(tokenizer_folder)
+        self.tokenizer = Tokenizer.from_file(Path(tokenizer_folder) / "tokenizer.json")
+
+    def parameter_groups(self, train) -> list:
+        groups = self.model.parameter_groups()
+        return [{"name": "model", "params": groups["backbone"] + groups["episodic"] + groups["semantic"],
+                 "lr": train.lr, "weight_decay": train.weight_decay},
+                {"name": "gates", "params": groups["gates"], "lr": self.config.gate_lr, "weight_decay": 0.0}]
+
+    def question_batch(self, first_seed: int, count: int):
+        """Read the contexts of cases first_seed.. into memory rows; the questions, answers masked."""
+        model, tokenizer = self.model, self.tokenizer
+        count_tokens = lambda text: len(tokenizer.encode(text))  # noqa: E731
+        cases = [practice_case(first_seed + i, model.config.working_cache_len, self.config, count_tokens)
+                 for i in range(count)]
+        contexts = [np.asarray(tokenizer.encode(case["context"]), dtype=np.int64) for case in cases]
+        segment = model.config.segment_len
+        model.set_memory(**PRACTICE_MEMORY)
+        model.reset_memory(batch_size=count)
+        with no_grad():
+            for start in range(0, max(map(len, contexts)), segment):
+                model.write_memory([context[start:start + segment] for context in contexts])
+            model.flush_memory()
+        questions, spans = [], []
+        for case in cases:
+            query = tokenizer.encode(case["query"])
+            answer = tokenizer.encode(" " + case["answer"])
+            questions.append(np.asarray(query + answer, dtype=np.int64))
+            spans.append([(len(query), len(query) + len(answer))])
+        return make_infill_batch(questions, spans, model.special), int(sum(map(len, contexts)))
+
+    def loss(self, step: int) -> StepLoss:
+        B = self.train_config.batch_size
+        batch, tokens = self.question_batch(TRAINING_SEED_BASE + step * B, B)
+        loss = reconstruction_loss(self.model, self.model(batch), batch)[0]
+        return StepLoss(loss, {"loss": loss.item(), "loss_answer": loss.item()}, tokens)
+
+    def validate(self) -> dict:
+        B, total, nll, targets, exact = self.train_config.batch_size, self.config.val_cases, 0.0, 0, 0
+        with no_grad():
+            for first in range(0, total, B):
+                batch, _ = self.question_batch(VALIDATION_SEED_BASE + first, min(B, total - first))
+                scores = score_targets(self.model, self.model(batch), batch)
+                misses = np.bincount(scores.rows, weights=~scores.hits, minlength=batch.batch_size)
+                nll, targets = nll + float(scores.nll.sum()), targets + scores.count
+                exact += int((misses == 0).sum())
+        return {"val_answer_loss": nll / max(targets, 1), "val_answer_exact": exact / total}
+
+    def identity(self) -> dict:
+        return {**self.base, "dataset": self.dataset}

@@ -1,0 +1,117 @@
+"""The one loop with its stages: recall practice resumes exactly after SIGKILL, a non-finite loss or
+gradient never reaches the weights, and a short --max_steps on the default config carries the
+schedule with it."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlot.architecture import Tensor
+from mlot.architecture.checkpoint_file import load_checkpoint
+from mlot.architecture.config import ModelConfig, read_json_object
+from mlot.model.model import MLoTSpark
+from mlot.training.checkpointing import CheckpointManager
+from mlot.training.recall_stage import RecallConfig, RecallStage
+from mlot.training.stages import StepLoss
+from mlot.training.training_loop import Trainer, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "05-training" / "train.py"
+TINY = ROOT / "05-training" / "configs" / "tiny.json"
+
+
+@pytest.fixture(scope="module")
+def base(tiny_dataset, tmp_path_factory):
+    """A random tiny model saved as a checkpoint of the tiny dataset: the --base of later stages."""
+    meta = json.loads((tiny_dataset / "meta.json").read_text())
+    special = meta["special_tokens"]
+    values = {**read_json_object(TINY)["model"], "vocab_size": meta["vocab_size"], "pad_id": special["<pad>"],
+              "mask_id": special["[MASK]"], "sop_id": special["[SOP]"], "eop_id": special["[EOP]"]}
+    model = MLoTSpark(ModelConfig.from_dict(values), seed=5)
+    folder = tmp_path_factory.mktemp("base")
+    CheckpointManager(folder).save(1, {f"model.{k}": v for k, v in model.state_dict().items()},
+                                   {"model_config": model.config.to_dict(), "dataset": str(tiny_dataset)})
+    return folder / "latest_checkpoint.pt"
+
+
+def losses(folder: Path) -> dict:
+    records = map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_recall_practice_resumes_exactly_after_sigkill(base, tmp_path):
+    config = tmp_path / "recall.json"
+    config.write_text(json.dumps({"training": {"batch_size": 4, "max_steps": 48, "warmup_steps": 5, "log_interval": 1,
+                                               "save_interval": 3, "eval_interval": 24},
+                                  "recall": {"max_windows": 2, "val_cases": 8}}))
+    command = [sys.executable, str(TRAIN), "--no_progress", "--stage", "recall", "--base", str(base),
+               "--model_config", str(config), "--checkpoint_dir"]
+    subprocess.run(command + [str(tmp_path / "straight")], check=True, capture_output=True, cwd=ROOT)
+    reference = losses(tmp_path / "straight")
+    assert sorted(reference) == list(range(1, 49))
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command + [str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "ckpt_00000006.pt").exists() and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # it was still running: it died by the signal
+    assert max(losses(killed)) < 48  # before its end
+    resumed = subprocess.run([sys.executable, str(TRAIN), "--no_progress", "--resume",
+                              str(killed / "latest_checkpoint.pt")], capture_output=True, text=True, cwd=ROOT)
+    assert resumed.returncode == 0 and "resumed recall from" in resumed.stderr, resumed.stderr
+    assert losses(killed) == reference  # every step's loss, bit for bit
+
+
+@pytest.mark.parametrize("fault", ["loss", "gradient"])
+def test_a_non_finite_step_is_skipped_and_training_goes_on(base, tiny_dataset, fault):
+    model = MLoTSpark(ModelConfig.from_dict(load_checkpoint(base).meta["model_config"]), seed=5)
+    train = TrainConfig(batch_size=2, max_steps=10, warmup_steps=0)
+    stage = RecallStage(model, tiny_dataset, train, RecallConfig(max_windows=1), {"base": "b", "base_fingerprint": "f"})
+    trainer = Trainer(model, stage, train)
+    clean_loss = stage.loss
+
+    def faulty_loss(step):
+        result = clean_loss(step)
+        if step != 1:
+            return result
+        if fault == "loss":  # NaN in the loss itself
+            return StepLoss(result.total * float("nan"), {**result.terms, "loss": float("nan")}, result.tokens)
+        gate = model.parameter_groups()["gates"][0]  # sqrt at 0: a finite loss whose gradient is NaN
+        return StepLoss(result.total + (gate.sum() * Tensor(np.float32(0.0))).sqrt(), result.terms, result.tokens)
+
+    stage.loss = faulty_loss
+    trainer.train_step()
+    before = [p.data.copy() for p in model.parameters()]
+    moments = {k: v.copy() for k, v in trainer.optimizer.state_dict()["arrays"].items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = trainer.train_step()
+    assert trainer.skipped == 1 and np.isnan(result["grad_norm"])
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
+    assert all(np.array_equal(v, trainer.optimizer.state_dict()["arrays"][k]) for k, v in moments.items())
+    trainer.train_step()
+    assert trainer.skipped == 1
+    assert not all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_a_short_max_steps_on_the_default_config_scales_the_schedule(tiny_dataset, tmp_path):
+    result = subprocess.run([sys.executable, str(TRAIN), "--no_progress", "--dataset", str(tiny_dataset),
+                             "--max_steps", "20", "--checkpoint_dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    default = read_json_object(ROOT / "05-training" / "config.json")
+    assert default["training"]["max_steps"] == 2600 and default["training"]["warmup_steps"] == 100
+    assert "--max_steps 20 (config: 2600): warm-up 100 -> 1 steps" in result.stderr
+    meta = load_checkpoint(tmp_path / "run" / "latest_checkpoint.pt").meta
+    assert meta["step"] == 20 and meta["train_config"]["warmup_steps"] == 1
+    assert meta["train_config"]["eval_interval"] == 20  # clamped: the run validates at its end
+    assert meta["stage_config"]["curriculum"]["min_steps_per_phase"] == round(300 * 20 / 2600)
+    assert "val_loss" in meta["last_validation"]
