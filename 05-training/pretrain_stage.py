@@ -27,7 +27,7 @@ from mlot.training.curriculum import Curriculum, CurriculumConfig
 from mlot.training.distributed import take_rows
 from mlot.training.loss_functions import training_losses
 from mlot.training.stages import Stage, StepLoss
-from mlot.training.training_loop import arrays_under, stream_rng
+from mlot.training.training_loop import arrays_under, stream_rng, stream_seed
 
 
 @dataclasses.dataclass
@@ -140,7 +140,7 @@ class PretrainStage(Stage):
         phase, B = self.curriculum.phase, self.train_config.batch_size
         figures = validate(self.model, self.data.val, phase.span_scales, self.segment_tokens(), phase.segments_per_doc,
                            batch_size=B, max_documents=self.config.eval_batches * B,
-                           seed=self.train_config.seed, memory=dict(phase.memory))
+                           seed=stream_seed(self.train_config.seed, "validation"), memory=dict(phase.memory))
         return {key: figures[key] for key in ("val_loss", "val_span_accuracy", "coherence_score")}
 
     def observe_validation(self, step: int, figures: dict, plateau: bool) -> None:
@@ -162,8 +162,8 @@ class PretrainStage(Stage):
         phase, so that evaluation can measure the same quantity without the curriculum."""
         phase = self.curriculum.phase
         return {"dataset": str(self.data.folder),
-                "validation": {"span_scales": phase.span_scales._asdict(), "segment_tokens": self.segment_tokens(),
-                               "segments_per_doc": phase.segments_per_doc}}
+                "validation": {"phase": phase.name, "span_scales": phase.span_scales._asdict(),
+                               "segment_tokens": self.segment_tokens(), "segments_per_doc": phase.segments_per_doc}}
 
     def state(self) -> tuple[dict, dict]:
         memory = self.world.gather_memory(self.model.memory, self.model.config)  # rows of the global batch

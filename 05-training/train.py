@@ -220,7 +220,7 @@ def resumed_run(args, world):
         raise UserError(f"{checkpoint.path}: cannot be resumed by this code: {error}") from None
     if world.is_root:
         truncate_metrics(manager.directory / "metrics.jsonl", trainer.step)
-        print(f"resumed {stage_class.name} from {checkpoint.path.name} at step {trainer.step}", file=sys.stderr)
+        print(f"resumed from {checkpoint.path.name} at step {trainer.step} ({stage_class.name})", file=sys.stderr)
     return trainer, manager
 
 

@@ -36,9 +36,13 @@ from mlot.training.distributed import World
 RNG_STREAMS = ("data_order", "spans", "validation", "batches")
 
 
+def stream_seed(seed: int, stream: str, *index: int) -> list:
+    """The seed of one named stream (and index, e.g. an epoch): streams never share draws."""
+    return [seed, 1 + RNG_STREAMS.index(stream), *index]
+
+
 def stream_rng(seed: int, stream: str, *index: int) -> np.random.Generator:
-    """The generator of one named stream (and index, e.g. an epoch): streams never share draws."""
-    return np.random.default_rng([seed, 1 + RNG_STREAMS.index(stream), *index])
+    return np.random.default_rng(stream_seed(seed, stream, *index))
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -24,8 +25,10 @@ from mlot.model.generation import fill_span, prepare_prompt
 from mlot.model.infilling import make_infill_batch
 from mlot.model.masking import sample_spans
 from mlot.model.model import MLoTSpark
-from mlot.tokenization.tokenized_data import TokenizedSplit
+from mlot.tokenization.tokenized_data import TokenizedData, TokenizedSplit
 from mlot.training.curriculum import Curriculum
+from mlot.training.distributed import World
+from mlot.training.pretrain_stage import PretrainConfig, PretrainStage
 from mlot.training.training_loop import Trainer, TrainConfig
 
 DEFAULT_CONFIG = importlib.resources.files("mlot.training") / "config.json"  # package data: found when installed too
@@ -65,9 +68,10 @@ def case_train(steps: int, warmup: int, batch_size: int = 8, config: ModelConfig
     segments): forward, losses, backward, AdamW, memory write, consolidation when due."""
     config = config or default_model_config()
     split = synthetic_split(np.random.default_rng(0), config.vocab_size)
-    trainer = Trainer(MLoTSpark(config, seed=0), split, split,
-                      TrainConfig(batch_size=batch_size, max_steps=10 ** 6, warmup_steps=1))
-    trainer.curriculum.index = len(trainer.curriculum.phases) - 1
+    model, train = MLoTSpark(config, seed=0), TrainConfig(batch_size=batch_size, max_steps=10 ** 6, warmup_steps=1)
+    stage = PretrainStage(model, TokenizedData(Path("."), {}, split, split), train, PretrainConfig(), World())
+    stage.curriculum.index = len(stage.curriculum.phases) - 1
+    trainer = Trainer(model, stage, train)
     before = trainer.tokens
     figures = timed(trainer.train_step, steps, warmup)
     tokens_per_step = (trainer.tokens - before) / (steps + warmup + 1)

@@ -29,9 +29,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA
 DUMP_WEIGHTS = """
 import sys
 import numpy as np
-from mlot.training.train import build, parse_args
-trainer, manager = build(parse_args(sys.argv[2:]))
-trainer.run(manager, manager.directory / "metrics.jsonl", trainer.config.max_steps, progress=False)
+from mlot.training.distributed import init_world
+from mlot.training.train import new_run, parse_args
+trainer, manager = new_run(parse_args(sys.argv[2:]), init_world())
+trainer.run(manager, manager.directory / "metrics.jsonl", progress=False)
 np.savez(f"{sys.argv[1]}/rank{trainer.world.rank}.npz", **trainer.model.state_dict())
 """
 
@@ -151,8 +152,8 @@ def _latest(folder: Path):
 def _assert_same_run(found, expected):
     """Weights, optimizer and memory to float32 round-off; data position, step and counters exactly."""
     assert found.meta["step"] == expected.meta["step"] and found.meta["tokens"] == expected.meta["tokens"]
-    assert found.meta["rng"] == expected.meta["rng"]
-    assert found.meta["consolidator"] == expected.meta["consolidator"]
+    assert found.meta["stage_state"]["rng"] == expected.meta["stage_state"]["rng"]
+    assert found.meta["stage_state"]["consolidator"] == expected.meta["stage_state"]["consolidator"]
     assert sorted(found.arrays) == sorted(expected.arrays)
     for name, array in expected.arrays.items():
         if np.asarray(array).dtype.kind == "f":

@@ -198,7 +198,7 @@ def test_command_runs_resumes_exactly_and_writes_memory_weights(world, tmp_path,
     reference = step_losses(tmp_path / "straight")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     code, stderr = run_train("--resume", tmp_path / "straight" / "ckpt_00000004.pt")  # redo steps 5 and 6
-    assert code == 0 and "resumed memory from ckpt_00000004.pt at step 4" in stderr, stderr
+    assert code == 0 and "resumed from ckpt_00000004.pt at step 4 (memory)" in stderr, stderr
     assert step_losses(tmp_path / "straight") == reference  # bit for bit
 
 

@@ -16,7 +16,8 @@ from mlot.architecture.checkpoint_file import load_checkpoint
 from mlot.architecture.config import ModelConfig, read_json_object
 from mlot.model.model import MLoTSpark
 from mlot.training.checkpointing import CheckpointManager
-from mlot.training.recall_stage import RecallConfig, RecallStage
+from mlot.model.infilling import IGNORE_INDEX
+from mlot.training.recall_stage import TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case
 from mlot.training.stages import StepLoss
 from mlot.training.training_loop import Trainer, TrainConfig
 
@@ -66,8 +67,24 @@ def test_recall_practice_resumes_exactly_after_sigkill(base, tmp_path):
     assert max(losses(killed)) < 48  # before its end
     resumed = subprocess.run([sys.executable, str(TRAIN), "--no_progress", "--resume",
                               str(killed / "latest_checkpoint.pt")], capture_output=True, text=True, cwd=ROOT)
-    assert resumed.returncode == 0 and "resumed recall from" in resumed.stderr, resumed.stderr
+    assert resumed.returncode == 0 and "(recall)" in resumed.stderr, resumed.stderr
     assert losses(killed) == reference  # every step's loss, bit for bit
+
+
+def test_recall_practice_masks_exactly_the_answer_after_reading_the_context(base, tiny_dataset):
+    model = MLoTSpark(ModelConfig.from_dict(load_checkpoint(base).meta["model_config"]), seed=5)
+    config = RecallConfig()
+    stage = RecallStage(model, tiny_dataset, TrainConfig(), config, {"base": "b", "base_fingerprint": "f"})
+    batch, tokens = stage.question_batch(TRAINING_SEED_BASE, 3)
+    tokenizer = stage.tokenizer
+    count = lambda text: len(tokenizer.encode(text))  # noqa: E731
+    cases = [practice_case(TRAINING_SEED_BASE + row, model.config.working_cache_len, config, count) for row in range(3)]
+    assert tokens == sum(count(case["context"]) for case in cases)
+    for row, case in enumerate(cases):
+        targets = [t for t in batch.targets[row] if t != IGNORE_INDEX]
+        assert targets == tokenizer.encode(" " + case["answer"]) + [model.special.eop]
+        assert tokenizer.decode(list(batch.ids[row, :batch.prefix_len[row]])) == case["query"] + "[MASK]"
+        assert model.memory.episodic[row].size > 0  # the context was read into this row's memory
 
 
 @pytest.mark.parametrize("fault", ["loss", "gradient"])

@@ -99,10 +99,14 @@ def test_evaluate_no_memory_with_memory_weights_reports_memory_off_only(trained,
     (["--checkpoint", "/nonexistent/ckpt.pt"], "does not exist"),
     (["--checkpoint", "CKPT", "--recall_file", "/nonexistent.jsonl"], "recall file"),
     (["--checkpoint", "CKPT", "--limit", "0"], "must be >= 1"),
-    (["--checkpoint", "CKPT", "--memory_weights", "/nonexistent.pt"], "memory weights"),
+    (["--checkpoint", "CKPT", "--memory_weights", "/nonexistent.pt"], "--memory_weights: no file /nonexistent.pt"),
 ])
 def test_user_errors_are_one_line_and_exit_2(trained, args, message, capsys):
-    assert evaluate_main([str(trained[0]) if a == "CKPT" else a for a in args]) == 2
+    try:
+        code = evaluate_main([str(trained[0]) if a == "CKPT" else a for a in args])
+    except SystemExit as stop:  # a bad option value stops in the parser
+        code = stop.code
+    assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 

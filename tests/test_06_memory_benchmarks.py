@@ -235,33 +235,18 @@ def test_cli_prints_every_row_and_writes_the_report(checkpoint, tmp_path):
         assert all(r["exact_match"] == r["correct"] / r["total"] for r in row["results"].values())
 
 
-def test_recall_practice_masks_exactly_the_answer(checkpoint):
-    from mlot.evaluation.memory_recipe_train import practice_batch, practice_case
-    from mlot.training.trained_model import load_trained_model
-    trained = load_trained_model(checkpoint)
-    model, tokenizer = trained.model, trained.tokenizer
-    batch = practice_batch(model, tokenizer, first=0, batch_size=3)
-    count = lambda text: len(tokenizer.encode(text))  # noqa: E731
-    for row in range(3):
-        case = practice_case(row, model.config.working_cache_len, count)  # seeds from 2 * 10^9: not benchmark cases
-        targets = [t for t in batch.targets[row] if t != -100]
-        assert targets == tokenizer.encode(" " + case["answer"]) + [model.special.eop]
-        assert tokenizer.decode(list(batch.ids[row, :batch.prefix_len[row]])).startswith(case["query"])
-    assert model.memory.episodic[0].size > 0  # the contexts were read into memory
-
-
 def test_recall_practice_writes_a_checkpoint_the_benchmark_reads(checkpoint, tmp_path):
-    output = tmp_path / "practice.pt"
-    result = subprocess.run([sys.executable, str(ROOT / "06-evaluation" / "memory_recipe_train.py"), "--no_progress",
-                             "--base", str(checkpoint), "--output", str(output), "--steps", "2", "--batch_size", "2"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, str(ROOT / "05-training" / "train.py"), "--no_progress", "--stage", "recall",
+                             "--base", str(checkpoint), "--checkpoint_dir", str(tmp_path / "recall"), "--max_steps", "2",
+                             "--batch_size", "2"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert benchmark("--checkpoint", output, "--cases", 1).returncode == 0
+    assert benchmark("--checkpoint", tmp_path / "recall" / "latest_checkpoint.pt", "--cases", 1).returncode == 0
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cases", "0"], "--cases must lie in [1, 10000]"),
-    (["--seed", "1000"], "--seed must lie in [0, 1000)"),
+    (["--cases", "0"], "argument --cases: must be >= 1"),
+    (["--cases", "10001"], "argument --cases: must be <= 10000"),
+    (["--seed", "1000"], "argument --seed: must lie in [0, 1000)"),
     (["--report", "/nonexistent/r.json"], "folder /nonexistent does not exist"),
     (["--memory_weights", "/nonexistent/memory_weights.pt"], "/nonexistent/memory_weights.pt"),
 ])
