@@ -35,7 +35,7 @@ from numba.extending import intrinsic, overload
 
 # Flags for loops with reductions: reassoc lets sums vectorise; no nnan/ninf (see above).
 _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
-# _exp is compiled on its own without reassoc, which would merge the two-part ln2 reduction.
+# _exp is compiled without reassoc, which would merge its two-part ln2 reduction (also fenced: _fence).
 _EXP_FASTMATH = {"nsz", "arcp", "contract"}
 
 _ROWS_PER_BLOCK = 64  # rows per partial sum of a cross-row reduction (dweight, dbias)
@@ -67,6 +67,34 @@ def _kernel(dtype_arg=0):
 # exp that vectorises
 
 
+def _fence(value):
+    """`value`, computed as written whatever fast-math flags the code around it carries (LLVM's
+    `arithmetic.fence`). It keeps the two-part ln2 reduction of `_exp` apart even where `_exp` is
+    compiled inside a `reassoc` kernel: Numba's parallel kernels loaded from its cache are, and
+    without the fence their exp differed in the last bit from the freshly compiled one (so a
+    process that compiled a kernel and one that loaded it did not compute the same losses).
+    This Python body runs only under NUMBA_DISABLE_JIT."""
+    return value
+
+
+@intrinsic
+def _llvm_arithmetic_fence(typingctx, value):
+    def codegen(context, builder, signature, args):
+        float_ir = args[0].type
+        name = "llvm.arithmetic.fence.f32" if float_ir == ir.FloatType() else "llvm.arithmetic.fence.f64"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_ir, [float_ir]), name)
+        return builder.call(function, args)
+
+    if value not in (types.float32, types.float64):
+        return None
+    return value(value), codegen
+
+
+@overload(_fence)
+def _fence_typed(value):
+    return lambda value: _llvm_arithmetic_fence(value)
+
+
 def _build_exp(float_t, int_t, mantissa_bits, n_terms, ln2_hi, ln2_lo):
     """Return exp for one float type: exp(v) = 2**k * exp(r), r = v - k*ln2, |r| <= ln2/2.
 
@@ -88,7 +116,7 @@ def _build_exp(float_t, int_t, mantissa_bits, n_terms, ln2_hi, ln2_lo):
         t = v_clamped * log2e
         k = int_t(t + half) if t >= zero else int_t(t - half)  # round half away from 0
         k_float = float_t(k)
-        r = (v - k_float * c_hi) - k_float * c_lo  # uses v itself, so NaN propagates
+        r = _fence(v - k_float * c_hi) - k_float * c_lo  # uses v itself, so NaN propagates
         poly = zero
         for c in taylor:
             poly = (poly + c) * r

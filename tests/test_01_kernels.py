@@ -537,3 +537,38 @@ def test_sum_of_squares_propagates_non_finite(bad, expected):
     values = np.ones(K._FLAT_CHUNK + 3, np.float32)
     values[K._FLAT_CHUNK + 1] = bad
     assert expected(K.sum_of_squares(values))
+
+
+# --- a kernel computes the same bits whether this process compiled it or loaded it from the cache ---
+_KERNEL_BITS = """
+import hashlib
+import numpy as np
+from mlot.architecture import kernels as K
+rng = np.random.default_rng(0)
+scores = rng.standard_normal((2, 3, 17, 33)).astype(np.float32) * 3
+starts = np.zeros(2, np.int64)
+probs = K.attention_softmax_forward(scores, 0.25, 2, np.full(2, 5, np.int64), 0, starts)
+outputs = [probs, K.attention_softmax_backward(probs, rng.standard_normal(scores.shape).astype(np.float32), 0.25)]
+for dtype in (np.float32, np.float64):
+    logits = (rng.standard_normal((50, 400)) * 4).astype(dtype)
+    targets = rng.integers(0, 400, 50)
+    loss, count, lse = K.cross_entropy_forward(logits, targets, -100)
+    outputs += [np.array([loss]), lse, K.cross_entropy_backward(logits, targets, lse, -100, 0.02),
+                K.softmax_forward(logits), K.log_softmax_forward(logits)]
+print(hashlib.sha256(b"".join(o.tobytes() for o in outputs)).hexdigest())
+"""
+
+
+def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
+    """A process that compiles the kernels and one that loads them from Numba's cache must agree
+    bit for bit: a run resumed in a new process (cache warm) continues the losses of the run that
+    compiled them. (Numba built parallel kernels loaded from the cache with the caller's fast-math
+    flags inside `_exp`, whose last bit then differed: kernels._fence.)"""
+    import os
+    import subprocess
+    import sys
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba_cache")}
+    runs = [subprocess.run([sys.executable, "-c", _KERNEL_BITS], capture_output=True, text=True, env=environment,
+                           check=True).stdout for _ in range(2)]
+    assert len(runs[0]) == 65 and runs[0] == runs[1]
+    assert any((tmp_path / "numba_cache").rglob("*.nbc"))  # the second process did read a cache
