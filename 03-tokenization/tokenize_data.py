@@ -87,8 +87,8 @@ def tokenize_corpus(inputs, output, vocab_size: int = DEFAULT_VOCAB_SIZE, tokeni
                     overwrite: bool = False, progress: bool = True) -> dict:
     """Write `output` (a tokenized_data folder) from the documents of `inputs`; returns its meta.json."""
     output = Path(output)
+    files = resolve_inputs(inputs)  # a missing input is named before anything about the output
     tokenizer = _check_request(inputs, output, vocab_size, tokenizer_path, val_fraction, overwrite)
-    files = resolve_inputs(inputs)
     total_bytes = sum(path.stat().st_size for path in files)
     counter = WordCounter() if tokenizer is None else None
     n_documents = 0

@@ -39,7 +39,7 @@ from mlot.model.scoring import score_targets
 from mlot.tokenization.dialogue_triplets import TripletDataError, encode_triplets, read_triplets
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.loss_functions import reconstruction_loss, retrieval_alignment_loss
-from mlot.training.memory_weights import backbone_fingerprint, save_memory_weights
+from mlot.model.memory_weights import backbone_fingerprint, save_memory_weights
 from mlot.training.stages import Stage, StepLoss
 from mlot.training.training_loop import stream_rng
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
 from mlot.architecture.config import ModelConfig
+from mlot.model.memory_weights import load_memory_weights
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
-from mlot.training.checkpointing import CheckpointManager, LATEST_NAME
-from mlot.training.memory_weights import load_memory_weights
+from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
+
+SEMANTIC_PREFIX = "memory.cascade.semantic."
 
 
 class TrainedModel(NamedTuple):
@@ -24,11 +26,15 @@ class TrainedModel(NamedTuple):
     path: Path            # the checkpoint actually loaded (latest may have fallen back)
 
 
-def load_trained_model(checkpoint, dataset=None, memory_weights=None) -> TrainedModel:
+def load_trained_model(checkpoint, dataset=None, memory_weights=None, semantic_memory: bool = False) -> TrainedModel:
     """Load the model of a training checkpoint with its memory reset (batch 1), in eval mode.
 
     `memory_weights`: a memory_weights.pt of the memory fine-tuning stage, laid over the
     checkpoint's memory modules (refused with a CheckpointError unless made for this backbone).
+    `semantic_memory`: restore the semantic slots the run consolidated (`memory.cascade.semantic.*`
+    of the checkpoint). Episodic memory is per document and rightly starts empty, but the slots
+    are what training distilled from every document it read: without them "full memory" would
+    read nothing more than "episodic only".
 
     `latest_checkpoint.pt` falls back to the newest valid checkpoint beside it (with a warning);
     the tokenizer is `tokenizer.json` of `dataset` (default: the dataset the run recorded).
@@ -51,6 +57,10 @@ def load_trained_model(checkpoint, dataset=None, memory_weights=None) -> Trained
         load_memory_weights(model, memory_weights)
     model.eval()
     model.reset_memory(batch_size=1)
+    slots = {name[len(SEMANTIC_PREFIX):]: array for name, array in loaded.arrays.items()
+             if name.startswith(SEMANTIC_PREFIX)}
+    if semantic_memory and slots:
+        model.memory.semantic.load_state_dict(slots)
     folder = Path(dataset) if dataset is not None else Path(meta.get("dataset") or ".")
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():

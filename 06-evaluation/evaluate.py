@@ -6,7 +6,7 @@ memory figures beside their ablations from the same run.
     python 06-evaluation/evaluate.py --checkpoint CKPT --limit 50 --report report.json
     python 06-evaluation/evaluate.py --checkpoint CKPT --no_memory        # memory off only
 
-The semantic slots the run consolidated are restored from the checkpoint (trained_memory.py);
+The semantic slots the run consolidated are restored from the checkpoint (load_trained_model);
 episodic memory starts empty for every document and recall case. Validation
 (mlot.model.validation) reads each held-out document as the run validated (its checkpoint's
 meta["validation"]: span scales, segment length, segments per document), segment by segment
@@ -31,7 +31,6 @@ from mlot.architecture.cli import UserError, documented_parser, existing_file, p
 from mlot.evaluation.baselines import unigram_bits_per_byte, xz_bits_per_byte
 from mlot.evaluation.bits_per_byte import held_out_text, model_bits_per_byte
 from mlot.evaluation.recall import load_recall_cases, score_recall
-from mlot.evaluation.trained_memory import restore_semantic_memory
 from mlot.tokenization.cli import DEFAULT_CORPUS_DIR
 from mlot.tokenization.generate_corpus import RECALL_FILE
 from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
@@ -90,9 +89,9 @@ def load(args):
     """(trained model, dataset, recall cases, validation settings), or UserError naming what is wrong."""
     if not args.recall_file.is_file():
         raise UserError(f"recall file {args.recall_file} does not exist")
-    trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights)
+    trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights,
+                                 semantic_memory=True)
     validation = checkpoint_validation(trained.meta, trained.path)
-    restore_semantic_memory(trained.model, trained.path)
     folder = args.dataset or Path(trained.meta.get("dataset") or ".")
     data = TokenizedData.load(folder)
     if len(data.val) == 0 or len(data.train) == 0:

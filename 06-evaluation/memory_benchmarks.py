@@ -33,7 +33,6 @@ from mlot.architecture.atomic import atomic_output
 from mlot.architecture.cli import UserError, documented_parser, existing_file, positive_int
 from mlot.tokenization.memory_tasks import NUMBERS, PLACES, associative_recall_case, fact_case, passkey_case
 from mlot.evaluation.recall import score_recall
-from mlot.evaluation.trained_memory import restore_semantic_memory
 from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
 from mlot.training.trained_model import load_trained_model
 
@@ -212,8 +211,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights)
-        restore_semantic_memory(trained.model, trained.path)
+        trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights,
+                                     semantic_memory=True)
     except (UserError, CheckpointError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from mlot.tokenization.dialogue_triplets import Example, encode_triplets, read_t
 from mlot.training import memory_stage as mf
 from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
-from mlot.training.memory_weights import load_memory_weights, save_memory_weights
+from mlot.model.memory_weights import load_memory_weights, save_memory_weights
 from mlot.architecture.cli import run_command
 from mlot.training.train import main as train_main
 from mlot.training.training_loop import Trainer, TrainConfig

@@ -18,7 +18,7 @@ from mlot.evaluation.evaluate import main as evaluate_main
 from mlot.evaluation.recall import RecallCase, score_recall
 from mlot.model.generation import fill_span
 from mlot.model.model import MLoTSpark
-from mlot.training.memory_weights import save_memory_weights
+from mlot.model.memory_weights import save_memory_weights
 from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.training.trained_model import load_trained_model
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlot.model.copy_head import MemoryCopyHead
 from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
+from mlot.model.copy_head import MemoryCopyHead
 
 FORMAT = "mlot-memory-weights"
 
