@@ -215,12 +215,12 @@ class MemoryStage(Stage):
         if len(self.train) < train.batch_size:
             raise TripletDataError(f"{triplets}: {len(self.train)} training dialogues after holding out "
                                    f"{len(self.val)}, fewer than one batch of {train.batch_size}")
-        if getattr(config, "copy_head", False):
-            model.add_copy_head(train.seed)  # a no-op for a model that has one (a resumed run)
         self._epoch_order = (-1, None)  # (epoch, its permutation of the training dialogues)
 
     def parameter_groups(self, train) -> list:
         model, config = self.model, self.config
+        if config.copy_head:
+            model.add_copy_head(train.seed)  # a no-op for a model that has one (a resumed run)
         for param in model.backbone_parameters():
             param.requires_grad = False
         groups = model.parameter_groups()

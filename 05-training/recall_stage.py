@@ -89,10 +89,9 @@ class RecallStage(Stage):
         segment = model.config.segment_len
         model.set_memory(**PRACTICE_MEMORY)
         model.reset_memory(batch_size=count)
-        with no_grad():
-            for start in range(0, max(map(len, contexts)), segment):
-                model.write_memory([context[start:start + segment] for context in contexts])
-            model.flush_memory()
+        for start in range(0, max(map(len, contexts)), segment):
+            model.write_memory([context[start:start + segment] for context in contexts])
+        model.flush_memory()
         questions, spans = [], []
         for case in cases:
             query = tokenizer.encode(case["query"])

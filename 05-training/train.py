@@ -209,10 +209,9 @@ def resumed_run(args, world):
                     source, "training")
     stage_config = _loaded(stage_class.config_class, meta["stage_config"], source, stage_class.name)
     model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]), seed=train.seed)
-    sources = {**meta, "dataset": str(args.dataset) if args.dataset is not None and stage_class is PretrainStage
-               else meta["dataset"],
-               "triplets": str(args.dataset) if args.dataset is not None and stage_class is not PretrainStage
-               else meta.get("triplets")}
+    sources = {**meta, "triplets": meta.get("triplets")}
+    if args.dataset is not None:  # the data moved: a tokenized folder for pretraining, else the dialogue file
+        sources["dataset" if stage_class is PretrainStage else "triplets"] = str(args.dataset)
     trainer = Trainer(model, make_stage(stage_class, model, train, stage_config, sources, world), train, world)
     try:
         trainer.load_state(checkpoint.arrays, meta)
