@@ -42,7 +42,6 @@ _TEMPORARY_NAME = re.compile(r"\.(ckpt_\d{8,}\.pt|latest_checkpoint\.pt)\.[0-9a-
 
 
 # ---------------------------------------------------------------------------------- manager
-
 class CheckpointManager:
     """Saves and restores the training state in one directory (see the module docstring).
 
@@ -77,16 +76,17 @@ class CheckpointManager:
         return [path for _, path in sorted(found)]
 
     def save(self, step: int, arrays: dict, meta: dict) -> Path:
-        """Write ``ckpt_<step:08d>.pt`` (incremental when it can be), point ``latest_checkpoint.pt``
-        at it, apply retention; returns the new file's path. Nothing is written if the input is
-        refused (``CheckpointError`` naming the array or meta key)."""
+        """Save, point ``latest_checkpoint.pt`` at it, apply retention; returns the new file's path.
+        Nothing is written if the input is refused (``CheckpointError`` naming the array or meta key)."""
         step = checked_step(step)
         if step is None:
             raise CheckpointError("step must be a non-negative integer, got None")
         checked_meta(meta)
         descriptions = describe_arrays(arrays)
-        path = self.directory / f"ckpt_{step:08d}.pt"
-        base = self._usable_base(path)
+        path, base = self.directory / f"ckpt_{step:08d}.pt", self._base
+        if (base is None or base.depth + 1 >= self.full_every or base.name == path.name
+                or not (self.directory / base.name).is_file()):
+            base = None  # save in full: a chain full_every long, the same step again, or the base file gone
         parent = write_checkpoint(path, step, arrays, meta, descriptions, base, self.compress)
         if self.verify:
             with ArchiveReader(path) as reader:
@@ -98,13 +98,6 @@ class CheckpointManager:
         self._apply_retention()
         return path
 
-    def _usable_base(self, path: Path) -> IncrementalBase | None:
-        base = self._base
-        if (base is None or base.depth + 1 >= self.full_every or base.name == path.name
-                or not (self.directory / base.name).is_file()):
-            return None
-        return base
-
     def load(self, path) -> Checkpoint:
         """``load_checkpoint(path)``; when the file lives in this directory, later saves are
         incremental against it."""
@@ -113,11 +106,8 @@ class CheckpointManager:
         return checkpoint
 
     def load_latest(self) -> Checkpoint:
-        """The newest valid state: ``latest_checkpoint.pt``, else the ``ckpt_*.pt`` with the highest
-        step that loads and verifies, with a ``CheckpointRecoveryWarning`` naming what was skipped.
-        Raises ``CheckpointError`` when nothing valid exists."""
-        candidates = self.checkpoint_paths()[::-1]
-        problems = []
+        """The newest valid state, falling back as the module docstring says; CheckpointError if none."""
+        candidates, problems = self.checkpoint_paths()[::-1], []
         if self.latest_path.exists():
             candidates.insert(0, self.latest_path)
         elif candidates:
@@ -148,9 +138,7 @@ class CheckpointManager:
         """Delete the ``ckpt_*.pt`` that are neither among the newest ``keep_last`` nor needed by
         one of those or by ``latest_checkpoint.pt``."""
         paths = self.checkpoint_paths()
-        needed = set()
-        for root in paths[-self.keep_last:] + [self.latest_path]:
-            needed.update(_chain_names(root))
+        needed = {name for root in paths[-self.keep_last:] + [self.latest_path] for name in _chain_names(root)}
         for path in paths:
             if path.name not in needed:
                 with contextlib.suppress(FileNotFoundError):
@@ -174,7 +162,6 @@ def _chain_names(path: Path) -> list:
 
 
 # ---------------------------------------------------------------------------------- command line
-
 def _megabytes(count: int) -> str:
     return f"{count / 1e6:.2f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
@@ -204,7 +191,6 @@ def _bench(megabytes: float) -> None:
         arrays[f"model.w{index}"] = rng.standard_normal(count, dtype=np.float32)
         arrays[f"optim.w{index}.exp_avg"] = rng.standard_normal(count, dtype=np.float32) * 1e-3
         arrays[f"optim.w{index}.exp_avg_sq"] = np.abs(rng.standard_normal(count, dtype=np.float32)) * 1e-6
-    total = sum(array.nbytes for array in arrays.values())
 
     def timed(action):
         start = time.perf_counter()
@@ -221,7 +207,7 @@ def _bench(megabytes: float) -> None:
         reference = Path(folder) / "reference.npz"
         savez_time, _ = timed(lambda: np.savez(reference, **arrays))
         npload_time, _ = timed(lambda: {name: value for name, value in np.load(reference).items()})
-        print(f"state: {len(arrays)} float32 arrays, {_megabytes(total)}")
+        print(f"state: {len(arrays)} float32 arrays, {_megabytes(sum(a.nbytes for a in arrays.values()))}")
         print(f"full save        {full_time:6.3f} s  {_megabytes(full_path.stat().st_size)} on disk "
               f"(np.savez, no hashes or fsync: {savez_time:.3f} s, ratio {full_time / savez_time:.2f})")
         print(f"incremental save {incremental_time:6.3f} s  {_megabytes(incremental_path.stat().st_size)} on disk "

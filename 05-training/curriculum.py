@@ -29,9 +29,6 @@ Pacing (``Curriculum``) advances on mastery and steps back on trouble:
   observations) it tracks the phase's best EMA, and an EMA more than ``rise_tolerance`` (a
   fraction) above that best means the phase is too hard: the curriculum steps back one phase
   ("hold"; at the first phase it stays and restarts its tracking).
-- Memory-specific pacing: a phase's minimum length is ``min_steps_per_phase`` scaled by its
-  stage's ``stage_step_scale`` (episodic and semantic memory need steps to fill before their
-  metric means anything).
 
 ``state_dict()`` is plain JSON data; a curriculum restored with ``load_state_dict`` continues
 exactly as the uninterrupted one would. A phase's ``span_scales`` are what
@@ -47,11 +44,11 @@ import numpy as np
 
 from mlot.architecture.config import JsonConfig, check
 from mlot.model.masking import SpanScales
+from mlot.training.loss_functions import DEFAULT_WEIGHTS
 
 STAGES = ("working", "episodic", "semantic", "integrated")
 LOSS_NAMES = ("reconstruction", "consistency", "coherence")
 EVENTS = ("advance", "plateau-advance", "hold")
-DEFAULT_WEIGHTS = {"reconstruction": 0.7, "consistency": 0.2, "coherence": 0.1}
 DEFAULT_STAGE_STEP_SCALE = {"working": 1.0, "episodic": 1.5, "semantic": 2.0, "integrated": 1.0}
 STATE_VERSION = 1
 
@@ -65,8 +62,8 @@ class CurriculumConfig(JsonConfig):
     # --- pacing
     levels: int = 4                       # difficulty levels; phases = 3 + levels
     min_steps_per_phase: int = 200        # no advance before this many steps in a phase (x stage scale)
-    # memory-specific pacing: a stage's phases last at least min_steps_per_phase * scale steps
-    # (missing stages keep their defaults)
+    # memory-specific pacing: a stage's phases last at least min_steps_per_phase * scale steps, as episodic
+    # and semantic memory need steps to fill before their metric means anything (missing stages keep defaults)
     stage_step_scale: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_STAGE_STEP_SCALE))
     advance_threshold: float | None = None  # validation metric <= this masters a phase; None: plateau rule only
     plateau_patience: int = 3             # evaluations without enough improvement before a plateau-advance
@@ -74,9 +71,8 @@ class CurriculumConfig(JsonConfig):
     rise_tolerance: float = 0.2           # train-loss EMA this fraction above the phase's best EMA -> step back
     ema_decay: float = 0.98               # train-loss EMA decay in [0, 1)
 
-    # --- loss weights (before the stage switches losses off)
-    weights: dict[str, float] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_WEIGHTS))  # keys of LOSS_NAMES; missing keys keep defaults
+    # --- loss weights (before the stage switches losses off): keys of LOSS_NAMES, missing keys keep defaults
+    weights: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
     # --- difficulty ranges (easy, hard)
     mask_ratio: tuple[float, float] = (0.10, 0.25)         # fraction of a segment's tokens masked, in (0, 0.5]
@@ -92,15 +88,14 @@ class CurriculumConfig(JsonConfig):
         self.stage_step_scale = {**DEFAULT_STAGE_STEP_SCALE, **self.stage_step_scale}
 
     def validate(self):
-        check(self.levels >= 1, "levels", f"must be >= 1, got {self.levels}")
-        check(self.min_steps_per_phase >= 0, "min_steps_per_phase", f"must be >= 0, got {self.min_steps_per_phase}")
+        for key, least in (("levels", 1), ("min_steps_per_phase", 0), ("plateau_patience", 1), ("short_span_max", 1)):
+            check(getattr(self, key) >= least, key, f"must be >= {least}, got {getattr(self, key)}")
         for stage, scale in self.stage_step_scale.items():
             check(stage in STAGES, f"stage_step_scale.{stage}", f"unknown stage; stages are {', '.join(STAGES)}")
             check(math.isfinite(scale) and scale > 0, f"stage_step_scale.{stage}",
                   f"must be finite and > 0, got {scale}")
         check(self.advance_threshold is None or math.isfinite(self.advance_threshold), "advance_threshold",
               f"must be finite or null, got {self.advance_threshold}")
-        check(self.plateau_patience >= 1, "plateau_patience", f"must be >= 1, got {self.plateau_patience}")
         check(math.isfinite(self.plateau_threshold) and self.plateau_threshold >= 0, "plateau_threshold",
               f"must be finite and >= 0, got {self.plateau_threshold}")
         check(math.isfinite(self.rise_tolerance) and self.rise_tolerance > 0, "rise_tolerance",
@@ -111,7 +106,6 @@ class CurriculumConfig(JsonConfig):
             check(math.isfinite(weight) and weight >= 0, f"weights.{name}", f"must be finite and >= 0, got {weight}")
         self._check_pair("mask_ratio", lambda v: 0 < v <= 0.5, "in (0, 0.5]")
         self._check_pair("short_span_fraction", lambda v: 0 <= v <= 1, "in [0, 1]")
-        check(self.short_span_max >= 1, "short_span_max", f"must be >= 1, got {self.short_span_max}")
         self._check_pair("long_span_mean", lambda v: math.isfinite(v) and v > self.short_span_max,
                          f"finite and > short_span_max={self.short_span_max}")
         self._check_pair("segments_per_doc", lambda v: v >= 1, ">= 1")
@@ -124,7 +118,6 @@ class CurriculumConfig(JsonConfig):
 
 
 # ---------------------------------------------------------------------------------- phases
-
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """Everything the training loop needs to know about one curriculum position.
@@ -164,9 +157,8 @@ class Phase:
 
     def to_dict(self) -> dict:
         """JSON-able summary (for metrics.jsonl and checkpoints' meta)."""
-        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        data["memory"], data["loss_weights"] = dict(self.memory), dict(self.loss_weights)
-        return data
+        return {**{field.name: getattr(self, field.name) for field in dataclasses.fields(self)},
+                "memory": dict(self.memory), "loss_weights": dict(self.loss_weights)}
 
 
 def _round_half_up(value: float) -> int:
@@ -175,9 +167,8 @@ def _round_half_up(value: float) -> int:
 
 def _staircase(levels: int) -> list[tuple[int, int]]:
     """(stage index, level) positions: level and stage rise alternately, level first."""
-    stage, level = 0, 0
+    stage, level, raise_level = 0, 0, True
     positions = [(stage, level)]
-    raise_level = True
     while stage < len(STAGES) - 1 or level < levels - 1:
         if (raise_level and level < levels - 1) or stage == len(STAGES) - 1:
             level += 1
@@ -198,13 +189,12 @@ def build_phases(config: CurriculumConfig) -> tuple[Phase, ...]:
             return pair[0] + (pair[1] - pair[0]) * t
 
         stage = STAGES[stage_index]
-        memory = {"working": True, "episodic": stage_index >= 1, "semantic": stage_index >= 2}
         weights = dict(config.weights)
         if stage_index < 1:
             weights["consistency"] = 0.0  # nothing to be consistent with before episodic memory
         phases.append(Phase(
             index=index, stage=stage, level=level,
-            memory=types.MappingProxyType(memory),
+            memory=types.MappingProxyType(dict(working=True, episodic=stage_index >= 1, semantic=stage_index >= 2)),
             loss_weights=types.MappingProxyType(weights),
             consistency_commitment=stage_index >= 2,
             mask_ratio=at_level(config.mask_ratio),
@@ -220,15 +210,13 @@ def build_phases(config: CurriculumConfig) -> tuple[Phase, ...]:
 
 
 # ---------------------------------------------------------------------------------- pacing
-
 class Curriculum:
     """Adaptive pacing over the phase table; see the module docstring for the rules."""
 
     def __init__(self, config: CurriculumConfig | None = None):
         self.config = config if config is not None else CurriculumConfig()
         self.phases = build_phases(self.config)
-        self.index = 0
-        self.finished = False
+        self.index, self.finished = 0, False
         self.events = {event: 0 for event in EVENTS}
         self.transitions: list[dict] = []   # {"step", "from", "to" (None when finishing), "reason"}
         self._last_step = None
@@ -279,11 +267,8 @@ class Curriculum:
             reason = "plateau-advance"
         else:
             return None
-        if self.index == len(self.phases) - 1:
-            self.finished = True
-            self._move(step, None, reason)
-        else:
-            self._move(step, self.index + 1, reason)
+        self.finished = self.index == len(self.phases) - 1
+        self._move(step, None if self.finished else self.index + 1, reason)
         return reason
 
     def _check_step(self, step):
@@ -339,7 +324,6 @@ class Curriculum:
         self.index, self.finished = state["index"], bool(state["finished"])
         self._last_step, self._phase_start_step = state["last_step"], state["phase_start_step"]
         self._ema, self._ema_count, self._best_ema = state["ema"], state["ema_count"], state["best_ema"]
-        self._best_validation = state["best_validation"]
-        self._stale_evaluations = state["stale_evaluations"]
+        self._best_validation, self._stale_evaluations = state["best_validation"], state["stale_evaluations"]
         self.events = {event: int(state["events"][event]) for event in EVENTS}
         self.transitions = [dict(t) for t in state["transitions"]]

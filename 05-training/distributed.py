@@ -7,21 +7,19 @@ The run's global batch (`batch_size` document rows) is split into contiguous blo
 rank. Everything *global* is computed identically on every rank: the DocumentStream position
 (cheap index bookkeeping), the Trainer's RNG draws (spans and swaps are drawn for every global
 row, then each rank keeps its own; dropout masks likewise), the curriculum, schedules, optimizer
-and weights. Everything
-*per row* lives on the rank that owns the row: working cache, episodic store, previous segment
-vector. So a run resumed with another number of ranks continues the same global data order,
-and a checkpoint always holds the global layout (rows gathered in order).
+and weights. Everything *per row* lives on the rank that owns the row: working cache, episodic
+store, previous segment vector. So a run resumed with another number of ranks continues the same
+global data order, and a checkpoint always holds the global layout (rows gathered in order).
 
 Exactness: the loss of a rank is its terms' means re-weighted by the rank's share of the global
 normaliser (targets for reconstruction, ordered pairs for coherence), so that the sum of the
 ranks' gradients is the gradient of the single-process loss of the global batch, up to float32
-round-off. One Allreduce (SUM) of one flat float32 buffer per step carries every gradient, a
-has-gradient flag per parameter and a non-finite flag; each rank then applies the same update.
-Semantic memory is shared: the counters a read records (slot usage, co-retrieval edges) are
-summed over ranks after every step, and a consolidation event runs on the global set of rows
-(all ranks' episodic entries, gathered) on every rank, then rank 0's semantic state is broadcast
-so every rank reads the same slots bit for bit. One thing stays per rank: the in-batch negatives
-of the retrieval-alignment (InfoNCE) term are the rank's own rows.
+round-off, and each rank applies the same update. Semantic memory is shared: the counters a read
+records (slot usage, co-retrieval edges) are summed over ranks after every step, and a
+consolidation event runs on the global set of rows (all ranks' episodic entries, gathered) on
+every rank, then rank 0's semantic state is broadcast so every rank reads the same slots bit for
+bit. One thing stays per rank: the in-batch negatives of the retrieval-alignment (InfoNCE) term
+are the rank's own rows.
 
 Without a launcher (no MPI environment variables), or with one rank, `init_world()` returns the
 single-process `World` and mpi4py is never imported: training is exactly the program without MPI.
@@ -47,27 +45,20 @@ _EPISODIC_KEY = re.compile(r"^cascade\.episodic\.(\d+)\.(.+)$")
 _TRIGGER_ORDER = ("interval", "full", "plateau")  # MemoryConsolidator.triggers' order
 
 
-def launched_size() -> int:
-    """The number of ranks an MPI launcher started (1 when run without one)."""
-    for name in _LAUNCHER_SIZE_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 1
-
-
 class DistributedError(UserError, RuntimeError):
     """A data-parallel run that cannot start: mpi4py missing, or fewer rows than ranks."""
 
 
 def init_world() -> "World":
     """The communicator of this process: MpiWorld under `mpirun -n N` (N > 1), else World()."""
-    if launched_size() <= 1:
+    sizes = [int(os.environ[name]) for name in _LAUNCHER_SIZE_VARIABLES if os.environ.get(name, "").isdigit()]
+    if not sizes or sizes[0] <= 1:
         return World()
     try:
         from mpi4py import MPI
     except ImportError as error:
-        raise DistributedError(f"launched by mpirun with {launched_size()} ranks, but mpi4py is not installed "
-                           "(pip install '.[mpi]')") from error
+        raise DistributedError(f"launched by mpirun with {sizes[0]} ranks, but mpi4py is not installed "
+                               "(pip install '.[mpi]')") from error
     return MpiWorld(MPI.COMM_WORLD)
 
 
@@ -93,19 +84,10 @@ class World:
     def rows(self, batch_size: int) -> slice:
         return row_block(batch_size, self.size, self.rank)
 
+    # --- what the Trainer calls ----------------------------------------------------------------------
     def any(self, flag: bool) -> bool:
         return bool(flag)
 
-    def allgather(self, value) -> list:
-        return [value]
-
-    def bcast(self, value):
-        return value
-
-    def allreduce_sum_(self, buffer: np.ndarray) -> np.ndarray:
-        return buffer
-
-    # --- what the Trainer calls ----------------------------------------------------------------------
     def consolidator(self, config, batch_size: int) -> MemoryConsolidator:
         return MemoryConsolidator(config)
 
@@ -155,32 +137,16 @@ class MpiWorld(World):
 
         sys.excepthook = abort_every_rank
 
-    # --- collectives -------------------------------------------------------------------------------
+    # --- the step ----------------------------------------------------------------------------------
     def any(self, flag: bool) -> bool:
         return any(self.comm.allgather(bool(flag)))
 
-    def allgather(self, value) -> list:
-        return self.comm.allgather(value)
-
-    def bcast(self, value):
-        return self.comm.bcast(value, root=0)
-
-    def allreduce_sum_(self, buffer: np.ndarray) -> np.ndarray:
-        from mpi4py import MPI
-        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-        return buffer
-
-    # --- the step ----------------------------------------------------------------------------------
     def consolidator(self, config, batch_size: int) -> MemoryConsolidator:
         return GlobalConsolidator(config, self, batch_size)
 
     def loss_weights(self, weights: dict, batch, has_previous: np.ndarray) -> dict:
-        """Loss weights scaled by this rank's share of each mean's normaliser, times the number of
-        ranks: the ranks' averaged gradients are then those of the global batch's loss.
-
-        The normalisers are those of loss_functions: reconstruction is a mean over Part B targets,
-        coherence over rows that have a previous segment; consistency stays a per-rank mean.
-        """
+        """Weights times ranks x this rank's share of each mean's normaliser (Exactness, above): reconstruction
+        over Part B targets, coherence over rows with a previous segment; consistency stays per rank."""
         local = np.array([np.count_nonzero(batch.targets != IGNORE_INDEX), np.count_nonzero(has_previous)],
                          dtype=np.float64)
         total = np.sum(self.comm.allgather(local), axis=0)
@@ -201,11 +167,11 @@ class MpiWorld(World):
                 buffer[start:end] = param.grad.ravel()
                 buffer[n_values + index] = 1.0
         buffer[-1] = 0.0 if finite else 1.0
-        self.allreduce_sum_(buffer)
+        from mpi4py import MPI
+        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         gradients = buffer[:n_values] / np.float32(self.size)
         for index, (param, start, end) in enumerate(zip(params, starts, ends)):
-            has_gradient = buffer[n_values + index] > 0
-            param.grad = gradients[start:end].reshape(param.data.shape) if has_gradient else None
+            param.grad = gradients[start:end].reshape(param.data.shape) if buffer[n_values + index] > 0 else None
         finite = buffer[-1] == 0 and bool(np.isfinite(gradients).all())
         return finite, self._global_terms(terms)
 
@@ -215,8 +181,7 @@ class MpiWorld(World):
         their normalisers, anything else averaged over the ranks that report it."""
         gathered = self.comm.allgather((terms, self._shares))
         result = {"loss": sum(t["loss"] for t, _ in gathered) / self.size}
-        names = sorted({name for t, _ in gathered for name in t} - {"loss"})
-        for name in names:
+        for name in sorted({name for t, _ in gathered for name in t} - {"loss"}):
             normaliser = name.removeprefix("loss_")  # "reconstruction" and "coherence" have one
             pairs = [(t[name], shares.get(normaliser, 1.0)) for t, shares in gathered if name in t]
             total_weight = sum(w for _, w in pairs)
@@ -224,12 +189,14 @@ class MpiWorld(World):
         return result
 
     def semantic_reads(self, memory):
-        """The semantic counters a read records, before this step's reads."""
-        return _read_counters(memory.semantic)
+        """The semantic counters a read records (usage, co-retrieval edges, hits), before this step's reads."""
+        semantic = memory.semantic
+        return {"usage_count": semantic.usage_count.copy(), "graph": semantic.graph.weights.copy(),
+                "hits": semantic.hits, "queries": semantic.queries}
 
     def merge_semantic_reads(self, memory, before) -> None:
-        """Every rank adds the other ranks' recorded reads (usage, co-retrieval edges, hits)."""
-        semantic, mine = memory.semantic, _read_counters(memory.semantic)
+        """Every rank adds the other ranks' recorded reads."""
+        semantic, mine = memory.semantic, self.semantic_reads(memory)
         gathered = self.comm.allgather({name: mine[name] - before[name] for name in mine})
         for name in mine:
             summed = sum(delta[name] for delta in gathered)
@@ -250,24 +217,20 @@ class MpiWorld(World):
     def gather_memory(self, memory: ModelMemory, model_config) -> dict:
         """The memory state of the global batch: rows of every rank in order, shared parts once."""
         states = self.comm.allgather(memory.state_dict())
-        axes = self._axes(model_config)
         merged, first_row = {}, 0
         for state in states:
-            rows = len(state["doc_ids"])
             for name, array in state.items():
                 match = _EPISODIC_KEY.match(name)
                 if match:
                     merged[f"cascade.episodic.{first_row + int(match[1])}.{match[2]}"] = array
-            first_row += rows
-        for name, axis in axes.items():
+            first_row += len(state["doc_ids"])
+        for name, axis in self._axes(model_config).items():
             merged[name] = states[0][name] if axis is None else np.concatenate([s[name] for s in states], axis=axis)
         return merged
 
     def local_memory(self, state: dict, model_config, batch_size: int) -> dict:
         """This rank's part of a global memory state (its rows, renumbered from 0)."""
-        own = self.rows(batch_size)
-        axes = self._axes(model_config)
-        local = {}
+        own, axes, local = self.rows(batch_size), self._axes(model_config), {}
         for name, array in state.items():
             match = _EPISODIC_KEY.match(name)
             if match:
@@ -319,11 +282,6 @@ class MpiWorld(World):
         return result
 
 
-def _read_counters(semantic) -> dict:
-    return {"usage_count": semantic.usage_count.copy(), "graph": semantic.graph.weights.copy(),
-            "hits": semantic.hits, "queries": semantic.queries}
-
-
 class GlobalConsolidator(MemoryConsolidator):
     """A MemoryConsolidator over the global batch: triggers fire on every rank when they fire on
     any; an event sees every rank's episodic stores (gathered) in global row order, so promotion
@@ -331,17 +289,16 @@ class GlobalConsolidator(MemoryConsolidator):
 
     def __init__(self, config, world: MpiWorld, batch_size: int):
         super().__init__(config)
-        self.world, self.batch_size = world, batch_size
-        self.own = world.rows(batch_size)
+        self.world, self.batch_size, self.own = world, batch_size, world.rows(batch_size)
 
     def triggers(self, memory, step: int, plateau: bool = False) -> list:
-        fired = set().union(*self.world.allgather(super().triggers(memory, step, plateau)))
+        fired = set().union(*self.world.comm.allgather(super().triggers(memory, step, plateau)))
         return [name for name in _TRIGGER_ORDER if name in fired]
 
     def consolidate(self, memory, rows=None, reason: str = "manual") -> dict:
         """`rows` are global rows (all when None)."""
         counts = super().consolidate(self._global_view(memory, rows), rows, reason)
-        memory.semantic.load_state_dict(self.world.bcast(memory.semantic.state_dict()))
+        memory.semantic.load_state_dict(self.world.comm.bcast(memory.semantic.state_dict(), root=0))
         return counts
 
     def _global_view(self, memory, rows):
@@ -354,7 +311,7 @@ class GlobalConsolidator(MemoryConsolidator):
             row = self.own.start + local
             mine[row] = store.state_dict() if row in wanted else {"live": store.live, "write_step": store.write_step}
         episodic = []
-        for rank, states in enumerate(self.world.allgather(mine)):
+        for rank, states in enumerate(self.world.comm.allgather(mine)):
             for row in sorted(states):
                 if rank == self.world.rank:
                     episodic.append(memory.episodic[row - self.own.start])

@@ -84,9 +84,7 @@ def retrieval_alignment_loss(model, out, temperature: float = 0.1):
     keys = _unit(model.retriever(Tensor(np.concatenate(entry_pooled))))  # (Ne, r)
     scores = (queries @ keys.T) * (1.0 / temperature)  # (Nq, Ne)
     positive = query_rows[:, None] == entry_rows[None, :]
-    log_all = _logsumexp(scores)
-    log_positive = _logsumexp(scores.masked_fill(~positive, -1e9))
-    return (log_all - log_positive).mean()
+    return (_logsumexp(scores) - _logsumexp(scores.masked_fill(~positive, -1e9))).mean()  # -log p(positives)
 
 
 def _logsumexp(x: Tensor) -> Tensor:
@@ -157,12 +155,10 @@ def training_losses(model, out, batch, weights: dict, previous=None, has_previou
             consistency = parts[0] if len(parts) == 1 else parts[0] + parts[1]
             total = total + consistency * weights["consistency"]
     terms["loss_consistency"] = consistency.item() if consistency is not None else 0.0
-    coherence, correct, count = (None, 0, 0)
-    if previous is not None:
-        coherence, correct, count = coherence_loss(model, out.segment_states, previous, has_previous, swapped)
+    coherence, correct, count = (coherence_loss(model, out.segment_states, previous, has_previous, swapped)
+                                 if previous is not None else (None, 0, 0))
     if coherence is not None:
         total = total + coherence * weights["coherence"]
     terms["loss_coherence"] = coherence.item() if coherence is not None else 0.0
     terms["loss"] = total.item()
-    target_losses = [per_token[rows == row] for row in range(batch.batch_size)]
-    return Losses(total, terms, target_losses, correct, count)
+    return Losses(total, terms, [per_token[rows == row] for row in range(batch.batch_size)], correct, count)

@@ -54,20 +54,15 @@ def dialogue_batch(model, examples):
 
 
 # --- pass 1: memory seeded with U1 ----------------------------------------------------------------------
-def reset_archive_memory(model, batch_size: int) -> None:
-    """An empty memory of batch_size rows whose working cache holds nothing (see the module docstring)."""
-    memory = model.memory
+def seed_memory(model, contexts_by_round) -> None:
+    """Pass 1: an empty memory with no working cache (see the module docstring), then per round
+    read one context per row and archive it (flush), so that each context forms its own episodic
+    entries. Rounds: lists of one array per row."""
+    segment_len, memory, batch_size = model.config.segment_len, model.memory, len(contexts_by_round[0])
     if memory is None or memory.batch != batch_size or memory.working.capacity != 0:
         model.memory = ModelMemory(dataclasses.replace(model.config, working_cache_len=0), batch_size)
     else:
         memory.reset()
-
-
-def seed_memory(model, contexts_by_round) -> None:
-    """Pass 1: reset memory, then per round read one context per row and archive it (flush), so
-    that each context forms its own episodic entries. Rounds: lists of one array per row."""
-    segment_len = model.config.segment_len
-    reset_archive_memory(model, len(contexts_by_round[0]))
     with no_grad():
         for contexts in contexts_by_round:
             longest = max(len(c) for c in contexts)
@@ -183,16 +178,6 @@ class MemoryStageConfig(JsonConfig):
         return {**self.to_dict(), "alignment_steps": round(self.alignment_steps * factor)}
 
 
-def split_examples(tokenizer, triplets_path, model_config, val_examples: int):
-    """(train, val): the last val_examples dialogues of the file are held out (deterministic)."""
-    triplets = read_triplets(triplets_path)
-    if len(triplets) <= val_examples:
-        raise TripletDataError(f"{triplets_path}: {len(triplets)} dialogues, not more than the {val_examples} "
-                               "held out for validation (lower val_examples)")
-    examples = encode_triplets(tokenizer, triplets, model_config.segment_len, str(triplets_path))
-    return examples[:-val_examples], examples[-val_examples:]
-
-
 # --- the stage -----------------------------------------------------------------------------------------
 class MemoryStage(Stage):
     """Two-pass steps over dialogues, backbone frozen. Batches are a function of the step (a fresh
@@ -208,7 +193,12 @@ class MemoryStage(Stage):
         self.train_config, self.base = train, base  # base: {"base", "base_fingerprint"}
         self.dataset, self.triplets = str(tokenizer_folder), str(triplets)
         tokenizer = Tokenizer.from_file(Path(tokenizer_folder) / "tokenizer.json")
-        self.train, self.val = split_examples(tokenizer, triplets, model.config, config.val_examples)
+        dialogues, held_out = read_triplets(triplets), config.val_examples  # the file's last ones: deterministic
+        if len(dialogues) <= held_out:
+            raise TripletDataError(f"{triplets}: {len(dialogues)} dialogues, not more than the {held_out} "
+                                   "held out for validation (lower val_examples)")
+        examples = encode_triplets(tokenizer, dialogues, model.config.segment_len, str(triplets))
+        self.train, self.val = examples[:-held_out], examples[-held_out:]
         if train.batch_size < 2:
             raise TripletDataError(f"training.batch_size must be >= 2 for --stage {self.name} (rows are each "
                                    f"other's negatives), got {train.batch_size}")
@@ -223,15 +213,13 @@ class MemoryStage(Stage):
             model.add_copy_head(train.seed)  # a no-op for a model that has one (a resumed run)
         for param in model.backbone_parameters():
             param.requires_grad = False
-        groups = model.parameter_groups()
+        groups, decay = model.parameter_groups(), train.weight_decay
         retriever_ids = {id(p) for p in model.retriever.parameters()}
-        return [{"name": "retriever", "params": model.retriever.parameters(), "lr": config.retriever_lr,
-                 "weight_decay": train.weight_decay},
-                {"name": "injection", "params": [p for p in groups["episodic"] if id(p) not in retriever_ids],
-                 "lr": train.lr, "weight_decay": train.weight_decay},
-                {"name": "semantic", "params": groups["semantic"], "lr": config.semantic_lr,
-                 "weight_decay": train.weight_decay},
-                {"name": "gates", "params": groups["gates"], "lr": config.gate_lr, "weight_decay": 0.0}]
+        table = [("retriever", model.retriever.parameters(), config.retriever_lr, decay),
+                 ("injection", [p for p in groups["episodic"] if id(p) not in retriever_ids], train.lr, decay),
+                 ("semantic", groups["semantic"], config.semantic_lr, decay),
+                 ("gates", groups["gates"], config.gate_lr, 0.0)]  # no weight decay: the gates must be free to open
+        return [dict(zip(("name", "params", "lr", "weight_decay"), group)) for group in table]
 
     def batch_at(self, step: int) -> list:
         """The dialogues of a step: a fresh permutation per epoch."""

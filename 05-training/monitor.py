@@ -37,17 +37,14 @@ ASCII_LEVELS = " .:-=+*#@"
 def parse_metrics(text: str) -> tuple[list[dict], int]:
     """(records, malformed line count). A final line without its newline is still being written by
     the trainer, so it is left for the next read rather than counted as malformed."""
-    lines = text.split("\n")
-    complete = lines[:-1]  # the piece after the last newline is empty or partial
     records, malformed = [], 0
-    for line in complete:
+    for line in text.split("\n")[:-1]:  # the piece after the last newline is empty or partial
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            malformed += 1
-            continue
+            record = None
         if isinstance(record, dict):
             records.append(record)
         else:
@@ -64,11 +61,6 @@ def metrics_path(checkpoint_dir) -> Path:
     if not path.is_file():
         raise UserError(f"no {METRICS_FILE} in {directory} (has a run logged a step there yet?)")
     return path
-
-
-def read_metrics(path: Path) -> tuple[list[dict], int]:
-    """parse_metrics over the file as it stands now."""
-    return parse_metrics(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +169,7 @@ def block_chart(steps: np.ndarray, values: np.ndarray, width: int, height: int,
 
 
 def _fmt(value) -> str:
-    if value is None or not _is_number(value):
+    if not _is_number(value):
         return "-"
     if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 100):
         return f"{value:,.0f}"
@@ -191,8 +183,7 @@ def _change(first: float, last: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    hours, rest = divmod(int(round(seconds)), 3600)
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
@@ -209,22 +200,17 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
     latest = records[-1]
     header = f"step {_fmt(latest.get('step'))}   tokens {_fmt(latest.get('tokens'))}   lines {len(records)}"
     seconds = training_seconds(records)
-    if seconds is not None:
-        header += f"   train time ~{_duration(seconds)}"
+    out.append(header + ("" if seconds is None else f"   train time ~{_duration(seconds)}"))
     if updated is not None:
         stamp = datetime.fromtimestamp(updated, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        age = f" ({_duration(max(0.0, (now or time.time()) - updated))} ago)"
-        out.append(header)
-        header = f"updated {stamp}{age}"
-    out.append(header)
+        out.append(f"updated {stamp} ({_duration(max(0.0, (now or time.time()) - updated))} ago)")
 
     out += ["", "LOSSES" + " " * 22 + f"{'first':>9} {'last':>9} {'min':>9} {'change':>8}  curve"]
     for key in loss_keys(records):
         steps, values = series(records, key)
-        if len(values) == 0:
-            continue
-        out.append(_with_curve(f"  {key:<26}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
-                               f"{_change(values[0], values[-1]):>8}  ", values, width, levels))
+        if len(values):
+            out.append(_with_curve(f"  {key:<26}{values[0]:9.4g} {values[-1]:9.4g} {values.min():9.4g} "
+                                   f"{_change(values[0], values[-1]):>8}  ", values, width, levels))
     steps, values = series(records, "loss_reconstruction")
     if len(values) >= 2:
         out += ["", "  reconstruction loss"]
@@ -279,9 +265,8 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
 
     learning_rates = latest.get("lr")
     if isinstance(learning_rates, dict) and learning_rates:
-        out += ["", "LEARNING RATES"]
-        out += _wrap([f"{name} {value:.3g}" for name, value in learning_rates.items() if _is_number(value)],
-                     width)
+        groups = [f"{name} {value:.3g}" for name, value in learning_rates.items() if _is_number(value)]
+        out += ["", "LEARNING RATES", *_wrap(groups, width)]
     return "\n".join(piece for line in out for piece in _fold(line, width))
 
 
@@ -340,9 +325,8 @@ def plot(records: list[dict], output) -> None:
     panels = [(title, keys) for title, keys in panels if any(len(series(records, k)[1]) for k in keys)]
     if not panels:
         raise UserError(f"nothing to plot: {METRICS_FILE} has no complete line yet")
-    columns = 2
-    rows = (len(panels) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(11, 3 * rows), squeeze=False)
+    rows = (len(panels) + 1) // 2  # two columns
+    figure, axes = plt.subplots(rows, 2, figsize=(11, 3 * rows), squeeze=False)
     for axis, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             steps, values = series(records, key)
@@ -367,7 +351,7 @@ def show_once(checkpoint_dir, window: int, plot_file=None, out=None) -> None:
     out = out or sys.stdout
     path = metrics_path(checkpoint_dir)
     updated = path.stat().st_mtime
-    records, malformed = read_metrics(path)
+    records, malformed = parse_metrics(path.read_text(encoding="utf-8", errors="replace"))
     unicode = "utf" in (getattr(out, "encoding", None) or "utf-8").lower()
     print(render(records, checkpoint_dir, malformed, updated=updated, window=window, unicode=unicode), file=out)
     if plot_file:

@@ -15,6 +15,7 @@ from mlot.model.memory_weights import load_memory_weights
 from mlot.model.model import MLoTSpark
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
+from mlot.training.training_loop import arrays_under
 
 SEMANTIC_PREFIX = "memory.cascade.semantic."
 
@@ -49,20 +50,17 @@ def load_trained_model(checkpoint, dataset=None, memory_weights=None, semantic_m
         raise CheckpointError(f"{path}: not a training checkpoint (its meta has no model_config)")
     model = MLoTSpark(ModelConfig.from_dict(meta["model_config"]))
     try:
-        model.load_state_dict({name[len("model."):]: array for name, array in loaded.arrays.items()
-                               if name.startswith("model.")})
+        model.load_state_dict(arrays_under(loaded.arrays, "model."))
     except (KeyError, ValueError) as error:  # another version of the model: names or shapes differ
         raise CheckpointError(f"{path}: its parameters do not fit this version of the model ({error})") from None
     if memory_weights is not None:
         load_memory_weights(model, memory_weights)
     model.eval()
     model.reset_memory(batch_size=1)
-    slots = {name[len(SEMANTIC_PREFIX):]: array for name, array in loaded.arrays.items()
-             if name.startswith(SEMANTIC_PREFIX)}
+    slots = arrays_under(loaded.arrays, SEMANTIC_PREFIX)
     if semantic_memory and slots:
         model.memory.semantic.load_state_dict(slots)
-    folder = Path(dataset) if dataset is not None else Path(meta.get("dataset") or ".")
-    tokenizer_path = folder / "tokenizer.json"
+    tokenizer_path = Path(dataset if dataset is not None else meta.get("dataset") or ".") / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise CheckpointError(f"no tokenizer at {tokenizer_path}: pass the dataset folder the model was trained on")
     tokenizer = Tokenizer.from_file(tokenizer_path)

@@ -2,13 +2,9 @@
 practice — runs through `Trainer`; what differs is a small *stage* object (stages.py's `Stage`):
 its parameter groups, the loss of a step's batch, what follows a step, its validation, its state.
 
-One step:
-  1. the stage's loss for this step's batch (its forward pass);
-  2. backward; a non-finite loss or gradient skips the update (counted, never reaching the weights);
-     else clip, AdamW, schedules;
-  3. the stage's after-step work (memory writes, consolidation, curriculum);
-  4. validation every eval_interval (printed, and in metrics.jsonl), a metrics line every
-     log_interval, a checkpoint every save_interval and at the end (or on SIGINT/SIGTERM).
+A non-finite loss or gradient skips the update (counted, never reaching the weights). Validation
+(printed, and in metrics.jsonl), metrics lines and checkpoints come on their intervals, and a last
+checkpoint at the end (or on SIGINT/SIGTERM).
 
 `state()` / `load_state()` give and take everything — model, optimizer, schedules, every RNG
 (dropout included), the stage's own state — so a resumed run's losses equal an uninterrupted run's.
@@ -118,8 +114,7 @@ class Trainer:
             schedule.step()
         self.step += 1
         self.tokens += result.tokens
-        extra = self.stage.after_step(self.step, terms)
-        return {**terms, "grad_norm": grad_norm, **extra}
+        return {**terms, "grad_norm": grad_norm, **self.stage.after_step(self.step, terms)}
 
     def validate(self) -> dict:
         self.model.eval()
@@ -141,21 +136,19 @@ class Trainer:
                 append_metrics(metrics_path, {"step": 0, **self.first_validation})
         bar = tqdm(total=config.max_steps, initial=self.step, unit="step", desc=self.stage.name,
                    disable=not progress or not root, dynamic_ncols=True)
-        window_tokens, window_start = 0, time.perf_counter()
+        window_tokens, window_start = self.tokens, time.perf_counter()  # where the tokens/s window starts
         try:
             while self.step < config.max_steps and not self.world.any(should_stop()):
-                before = self.tokens
                 result = self.train_step()
-                window_tokens += self.tokens - before
                 last = self.step == config.max_steps  # the run's last figures are of its last step
                 validation = self.validate() if self.step % config.eval_interval == 0 or last else None
                 elapsed = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+                tokens_per_s = (self.tokens - window_tokens) / elapsed if elapsed > 0 else 0.0
                 if self.step % config.log_interval == 0 or validation is not None:
                     record = {**self.metrics(result, tokens_per_s), **(validation or {})}
                     if root:
                         append_metrics(metrics_path, record)
-                    window_tokens, window_start = 0, time.perf_counter()
+                    window_tokens, window_start = self.tokens, time.perf_counter()
                 if validation is not None and root:
                     bar.write(f"step {self.step}: " + format_figures(validation), file=sys.stderr)
                 if self.step % config.save_interval == 0:
@@ -227,7 +220,6 @@ def append_metrics(path: Path, record: dict) -> None:
     """One JSON line per logged step, flushed at once (a crash loses at most the line being written)."""
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
-        handle.flush()
 
 
 def truncate_metrics(path: Path, step: int) -> None:

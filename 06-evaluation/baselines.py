@@ -16,18 +16,13 @@ import numpy as np
 XZ_PRESET = 9 | lzma.PRESET_EXTREME
 
 
-def unigram_log2_probs(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(V,) log2 of the add-one smoothed unigram distribution of train_tokens."""
+def unigram_bits_per_byte(train_tokens: np.ndarray, vocab_size: int, text_tokens: np.ndarray,
+                          n_bytes: int) -> dict:
+    """Code length of text_tokens under the add-one smoothed unigram of train_tokens, over n_bytes."""
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64)
     if counts.shape[0] != vocab_size:
         raise ValueError(f"unigram: token ids reach {counts.shape[0] - 1}, beyond a vocabulary of {vocab_size}")
-    return np.log2(counts + 1.0) - np.log2(counts.sum() + vocab_size)
-
-
-def unigram_bits_per_byte(train_tokens: np.ndarray, vocab_size: int, text_tokens: np.ndarray,
-                          n_bytes: int) -> dict:
-    """Code length of text_tokens under the unigram of train_tokens, over n_bytes."""
-    log2_probs = unigram_log2_probs(train_tokens, vocab_size)
+    log2_probs = np.log2(counts + 1.0) - np.log2(counts.sum() + vocab_size)  # (V,)
     total_bits = float(-log2_probs[np.asarray(text_tokens, dtype=np.int64)].sum())
     return {"bits_per_byte": total_bits / n_bytes if n_bytes else float("nan"), "total_bits": total_bits,
             "tokens": int(len(text_tokens)), "bytes": int(n_bytes)}

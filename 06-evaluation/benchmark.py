@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +40,10 @@ STEPS = {"train": (3, 2), "eval": (5, 2), "retrieval": (5, 1), "generate": (3, 1
 def run_in_child(spec: str) -> dict:
     """Inside the child process: one case's figures plus this process's peak RSS."""
     from mlot.evaluation import benchmark_cases as cases
+    from mlot.training.training_loop import rss_mb
     name, _, argument = spec.partition(":")
     steps, warmup = STEPS[name]
-    start_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # the imports' share
+    start_rss_mb = round(rss_mb(), 1)  # the imports' share
     if name == "train":
         figures = cases.case_train(steps, warmup)
     elif name == "eval":
@@ -53,24 +53,21 @@ def run_in_child(spec: str) -> dict:
     else:
         figures = cases.case_generate(name == "generate", steps, warmup)
     model = cases.default_model_config()
-    figures["model"] = {key: getattr(model, key) for key in ("d_model", "n_layers", "n_heads", "vocab_size")}
-    figures["start_rss_mb"] = start_rss_mb
-    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return figures
+    return {**figures, "model": {key: getattr(model, key) for key in ("d_model", "n_layers", "n_heads", "vocab_size")},
+            "start_rss_mb": start_rss_mb, "peak_rss_mb": round(rss_mb(), 1)}
+
+
+def figures_of(command: list, env=None) -> dict:
+    """The JSON figures a measuring process prints last, or its last error line."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def measure(spec: str) -> dict:
     """One case in a fresh process."""
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        return {"error": last}
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None and TWIN.is_file()
+    return figures_of([sys.executable, str(Path(__file__).resolve()), "--child", spec])
 
 
 def measure_twin(model: dict, shape: dict, forward_only: bool, steps: int, warmup: int) -> dict:
@@ -82,17 +79,12 @@ def measure_twin(model: dict, shape: dict, forward_only: bool, steps: int, warmu
     env = dict(os.environ)
     if not OMP_WAIT_POLICY_WAS_SET:  # mlot sets it on import; PyTorch runs with the user's environment
         env.pop("OMP_WAIT_POLICY", None)
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return figures_of(command, env)
 
 
 def run(cases, sizes, use_torch: bool, show) -> dict:
     """Every case's figures and its reference; `show(line)` prints rows as they come."""
-    report = {"torch": use_torch, "cases": {}}
-    if not use_torch:
-        report["torch_hint"] = TORCH_HINT
+    report = {"torch": use_torch, "cases": {}, **({} if use_torch else {"torch_hint": TORCH_HINT})}
     show(HEADER)
     for name in cases:
         if name in ("train", "eval"):
@@ -167,7 +159,8 @@ def main(argv=None) -> int:
     if args.report is not None and not args.report.resolve().parent.is_dir():
         parser.error(f"argument --report: folder {args.report.parent} does not exist")
     show = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
-    report = run(args.cases, args.sizes, not args.no_torch and torch_available(), show)
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None and TWIN.is_file()
+    report = run(args.cases, args.sizes, use_torch, show)
     if args.json:
         print(json.dumps(report, indent=1))
     if args.report is not None:

@@ -66,37 +66,21 @@ def held_out_text(split, tokenizer, max_documents: int | None = None) -> HeldOut
     """The first `max_documents` documents (all when None) of a TokenizedSplit."""
     special = np.array(sorted(tokenizer.token_to_id(t) for t in tokenizer.special_tokens), dtype=np.int64)
     count = len(split) if max_documents is None else min(max_documents, len(split))
-    documents, masks, texts = [], [], []
-    for index in range(count):
-        doc = np.asarray(split.document(index), dtype=np.int64)
-        mask = ~np.isin(doc, special)
-        documents.append(doc)
-        masks.append(mask)
-        texts.append(tokenizer.decode_bytes(doc[mask]))
-    return HeldOutText(documents, masks, b"".join(texts))
-
-
-def continuation_rows(doc: np.ndarray, segment_len: int, span_len: int):
-    """Rows (segment, (start, end) of the span in it, the span's start in doc) covering tokens 1..
-    of doc: each span a block of up to span_len tokens, its segment the up to
-    segment_len - span_len tokens before it plus the block."""
-    prefix_len = segment_len - span_len
-    rows = []
-    for start in range(1, len(doc), span_len):
-        end = min(start + span_len, len(doc))
-        context_start = max(0, start - prefix_len)
-        rows.append((doc[context_start:end], (start - context_start, end - context_start), start))
-    return rows
+    documents = [np.asarray(split.document(index), dtype=np.int64) for index in range(count)]
+    masks = [~np.isin(doc, special) for doc in documents]
+    return HeldOutText(documents, masks, b"".join(tokenizer.decode_bytes(d[m]) for d, m in zip(documents, masks)))
 
 
 def model_bits_per_byte(model, text: HeldOutText, batch_size: int = 16, progress: bool = False) -> BitsPerByte:
     """Teacher-forced continuation code length of `text`'s text tokens, in bits, over its bytes."""
     config = model.config
     span_len = min(config.max_span_len, config.segment_len - 1)
-    rows = []  # (segment, span, is_text of the span's tokens)
+    rows = []  # (segment, (start, end) of the span in it, is_text of the span's tokens)
     for doc, mask in zip(text.documents, text.is_text):
-        for segment, (start, end), doc_start in continuation_rows(doc, config.segment_len, span_len):
-            rows.append((segment, (start, end), mask[doc_start:doc_start + end - start]))
+        for start in range(1, len(doc), span_len):  # spans of up to span_len tokens cover tokens 1..
+            end = min(start + span_len, len(doc))
+            context = max(0, start - (config.segment_len - span_len))  # the prefix: the tokens before the span
+            rows.append((doc[context:end], (start - context, end - context), mask[start:end]))
     total_bits, n_tokens = 0.0, 0
     with no_grad():
         for first in tqdm(range(0, len(rows), batch_size), desc="bits/byte", unit="batch", disable=not progress,

@@ -33,7 +33,7 @@ from mlot.evaluation.bits_per_byte import held_out_text, model_bits_per_byte
 from mlot.evaluation.recall import load_recall_cases, score_recall
 from mlot.tokenization.cli import DEFAULT_CORPUS_DIR
 from mlot.tokenization.generate_corpus import RECALL_FILE
-from mlot.tokenization.tokenized_data import TokenizedData, TokenizedDataError
+from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.architecture.checkpoint_file import CheckpointError
 from mlot.model.masking import SpanScales
 from mlot.model.validation import validate
@@ -57,14 +57,15 @@ def parse_args(argv):
     parser.add_argument("--limit", type=positive_int, help="score only the first N recall cases")
     parser.add_argument("--report", type=Path, help="write the JSON report here (atomically)")
     parser.add_argument("--no_memory", action="store_true", help="evaluate with memory off only (no ablations)")
-    parser.add_argument("--memory_weights", type=existing_file, help="memory_weights.pt of the memory fine-tuning stage, "
-                                                             "laid over the checkpoint's memory modules")
+    parser.add_argument("--memory_weights", type=existing_file, help="memory_weights.pt of the memory fine-tuning "
+                                                                     "stage, laid over the checkpoint's memory modules")
     parser.add_argument("--val_documents", type=positive_int, help="validation documents (default: all)")
-    parser.add_argument("--bpb_documents", type=positive_int, help="held-out documents for bits per byte "
-                                                                   "(default: all)")
+    parser.add_argument("--bpb_documents", type=positive_int,
+                        help="held-out documents for bits per byte (default: all)")
     parser.add_argument("--max_span_tokens", type=positive_int, default=16,
                         help="longest recall answer generated (default: %(default)s)")
-    parser.add_argument("--batch_size", type=positive_int, default=16, help="rows per forward pass (default: %(default)s)")
+    parser.add_argument("--batch_size", type=positive_int, default=16,
+                        help="rows per forward pass (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the validation spans and pair order (default: %(default)s)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -110,8 +111,9 @@ def evaluate(trained, data, cases, validation: dict, args) -> dict:
     report = {
         "version": REPORT_VERSION,
         "checkpoint": str(trained.path), "step": trained.meta.get("step"), "dataset": str(data.folder),
-        "recall_file": str(args.recall_file), "seed": args.seed, "curriculum_phase": trained.meta["validation"].get("phase"),
-        "parameters": model.num_parameters(), "semantic_slots_restored": model.memory.semantic.size,
+        "recall_file": str(args.recall_file), "seed": args.seed,
+        "curriculum_phase": trained.meta["validation"].get("phase"), "parameters": model.num_parameters(),
+        "semantic_slots_restored": model.memory.semantic.size,
         "bits_per_byte": {
             "model": model_bits_per_byte(model, text, args.batch_size, progress).to_dict(),
             "unigram": unigram_bits_per_byte(data.train.tokens, tokenizer.vocab_size, text.text_tokens(),
@@ -129,18 +131,16 @@ def evaluate(trained, data, cases, validation: dict, args) -> dict:
         recall = score_recall(model, tokenizer, cases, args.max_span_tokens, progress, desc=f"recall {name}")
         report["settings"][name] = {"memory": SETTINGS[name], **figures,
                                     "recall": recall.to_dict(with_cases=True),
-                                    "memory_stats": _plain(model.memory.stats())}
+                                    "memory_stats": {k: _plain(v) for k, v in model.memory.stats().items()}}
     model.set_memory(**SETTINGS["full"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 
-def _plain(stats: dict) -> dict:
-    """numpy scalars to JSON numbers (non-finite ones to null)."""
-    def plain(value):
-        value = value.item() if hasattr(value, "item") else value
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-    return {key: plain(value) for key, value in stats.items()}
+def _plain(value):
+    """A numpy scalar as a JSON number (a non-finite one as null)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def format_table(report: dict) -> str:
@@ -182,24 +182,20 @@ def _number(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def write_report(path: Path, report: dict) -> None:
-    with atomic_output(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(report, indent=1) + "\n")
-
-
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         if args.report is not None and not args.report.resolve().parent.is_dir():
             raise UserError(f"report folder {args.report.parent} does not exist")
         trained, data, cases, validation = load(args)
-    except (UserError, CheckpointError, TokenizedDataError, ValueError, OSError) as error:
+    except (UserError, ValueError, OSError) as error:  # CheckpointError, TokenizedDataError are UserErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
     report = evaluate(trained, data, cases, validation, args)
     print(format_table(report))
     if args.report is not None:
-        write_report(args.report, report)
+        with atomic_output(args.report, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(report, indent=1) + "\n")
         print(f"report written to {args.report}", file=sys.stderr)
     return 0
 

@@ -33,7 +33,7 @@ from mlot.architecture.atomic import atomic_output
 from mlot.architecture.cli import UserError, documented_parser, existing_file, positive_int
 from mlot.tokenization.memory_tasks import NUMBERS, PLACES, associative_recall_case, fact_case, passkey_case
 from mlot.evaluation.recall import score_recall
-from mlot.architecture.checkpoint_file import CheckpointError, load_checkpoint, save_arrays
+from mlot.architecture.checkpoint_file import load_checkpoint, save_arrays
 from mlot.training.trained_model import load_trained_model
 
 SETTINGS = {
@@ -67,53 +67,38 @@ def case_seed(seed: int, task: int, index: int) -> int:
 
 def build_rows(seed: int, n_cases: int, window: int, segment_len: int, count_tokens) -> list[Row]:
     """Every row's cases. `window` sizes the contexts; `segment_len` bounds the upper-bound text."""
-    def upper(case):
-        return {"context": "", "query": f"{case['context']} {case['query']}", "answer": case["answer"],
-                "kind": case.get("kind", "all")}
-
-    def fitting(question):
-        """Tokens of haystack that leave room for the question and the [MASK] in one segment."""
-        return max(segment_len - 2 - count_tokens(" " + question), 1)
-
-    rows = []
-    for task, length in enumerate(LENGTHS):
+    def drawn(task, make, context_tokens=RECALL_WINDOWS * window):
+        """n_cases cases `make(seed, index, haystack tokens)`, and their twins with a haystack that
+        leaves room for the question and the [MASK] in one segment, read directly."""
         cases, uppers = [], []
         for i in range(n_cases):
-            depth = DEPTHS[i % len(DEPTHS)]
             s = case_seed(seed, task, i)
-            case = passkey_case(s, depth, length * window, count_tokens)
-            short = passkey_case(s, depth, fitting(case["query"]), count_tokens)
-            cases.append({**case, "kind": f"depth {round(depth * 100)}%"})
-            uppers.append(upper({**short, "kind": f"depth {round(depth * 100)}%"}))
-        rows.append(Row(f"passkey {length}x", cases, uppers, 1 / len(NUMBERS)))
+            case = make(s, i, context_tokens)
+            short = make(s, i, max(segment_len - 2 - count_tokens(" " + case["query"]), 1))
+            cases.append(case)
+            uppers.append({"context": "", "query": f"{short['context']} {short['query']}", "answer": short["answer"],
+                           "kind": short.get("kind", "all")})
+        return cases, uppers
+
+    def passkey(s, i, tokens):
+        depth = DEPTHS[i % len(DEPTHS)]
+        return {**passkey_case(s, depth, tokens, count_tokens), "kind": f"depth {round(depth * 100)}%"}
+
+    def associative(pairs, overwrite):
+        return lambda s, i, tokens: associative_recall_case(s, pairs, tokens, overwrite, count_tokens)
+
+    def facts(k):
+        return lambda s, i, tokens: fact_case(s, k, tokens, count_tokens=count_tokens)
 
     n_pairs = min(max((segment_len - 16) // 10, 2), 8)   # the pairs and a question fit one segment
     n_changed_pairs = min(max((segment_len - 16) // 16, 2), 8)
-    recall_tokens = RECALL_WINDOWS * window
-
-    def associative(task, pairs, overwrite):
-        cases, uppers = [], []
-        for i in range(n_cases):
-            s = case_seed(seed, task, i)
-            case = associative_recall_case(s, pairs, recall_tokens, overwrite, count_tokens)
-            short = associative_recall_case(s, pairs, fitting(case["query"]), overwrite,
-                                            count_tokens)
-            cases.append(case)
-            uppers.append(upper(short))
-        return cases, uppers
-
-    rows.append(Row(f"associative recall ({n_pairs} pairs)", *associative(10, n_pairs, False), 1 / len(NUMBERS)))
-    rows.append(Row("associative overwrite", *associative(11, n_changed_pairs, True), 1 / len(NUMBERS)))
-    for k in (1, 2, 3):
-        cases, uppers = [], []
-        for i in range(n_cases):
-            s = case_seed(seed, 20 + k, i)
-            case = fact_case(s, k, recall_tokens, count_tokens=count_tokens)
-            cases.append(case)
-            uppers.append(upper(fact_case(s, k, fitting(case["query"]), count_tokens=count_tokens)))
-        rows.append(Row(f"facts, {k} supporting", cases, uppers, 1 / len(PLACES)))
-    cases, uppers = associative(30, n_pairs, False)
-    rows.append(Row("cross-session recall", cases, uppers, 1 / len(NUMBERS), cross_session=True))
+    rows = [Row(f"passkey {length}x", *drawn(task, passkey, length * window), 1 / len(NUMBERS))
+            for task, length in enumerate(LENGTHS)]
+    rows.append(Row(f"associative recall ({n_pairs} pairs)", *drawn(10, associative(n_pairs, False)), 1 / len(NUMBERS)))
+    rows.append(Row("associative overwrite", *drawn(11, associative(n_changed_pairs, True)), 1 / len(NUMBERS)))
+    rows += [Row(f"facts, {k} supporting", *drawn(20 + k, facts(k)), 1 / len(PLACES)) for k in (1, 2, 3)]
+    rows.append(Row("cross-session recall", *drawn(30, associative(n_pairs, False)), 1 / len(NUMBERS),
+                    cross_session=True))
     return rows
 
 
@@ -158,12 +143,9 @@ def run_rows(model, tokenizer, rows: list[Row], progress: bool = True) -> None:
             model.reset_memory(batch_size=1)
             model.memory.semantic.load_state_dict(semantic)
             model.set_memory(**SETTINGS.get(name, SETTINGS["episodic + semantic"]))
-            if name == UPPER_BOUND:
-                result = score_recall(model, tokenizer, row.upper, MAX_SPAN_TOKENS)
-            else:
-                result = score_recall(session_model if row.cross_session else model, tokenizer, row.cases,
-                                      MAX_SPAN_TOKENS)
-            row.results[name] = result.to_dict()
+            reader = session_model if row.cross_session and name != UPPER_BOUND else model
+            cases = row.upper if name == UPPER_BOUND else row.cases
+            row.results[name] = score_recall(reader, tokenizer, cases, MAX_SPAN_TOKENS).to_dict()
     model.set_memory(**SETTINGS["episodic + semantic"])
 
 
@@ -213,11 +195,10 @@ def main(argv=None) -> int:
     try:
         trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights,
                                      semantic_memory=True)
-    except (UserError, CheckpointError, OSError, ValueError) as error:
+    except (UserError, OSError, ValueError) as error:  # CheckpointError is a UserError
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model, tokenizer = trained.model, trained.tokenizer
-    config = model.config
+    model, tokenizer, config = trained.model, trained.tokenizer, trained.model.config
     rows = build_rows(args.seed, args.cases, config.working_cache_len, config.segment_len,
                       lambda text: len(tokenizer.encode(text)))
     run_rows(model, tokenizer, rows, progress=not args.no_progress)

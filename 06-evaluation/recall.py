@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -63,7 +62,6 @@ class RecallResult:
 
 def load_recall_cases(path, limit: int | None = None) -> list[RecallCase]:
     """Cases of a JSONL file; raises ValueError naming the file and line for a malformed one."""
-    path = Path(path)
     cases = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -103,11 +101,8 @@ def summarize(results: list[CaseResult]) -> RecallResult:
     """Totals overall and per kind."""
     def totals(group):
         correct = sum(result.correct for result in group)
-        return correct, len(group), correct / len(group) if group else 0.0
+        return {"exact_match": correct / len(group) if group else 0.0, "correct": correct, "total": len(group)}
 
-    by_kind = {}
-    for kind in sorted({result.kind for result in results}):
-        correct, total, rate = totals([result for result in results if result.kind == kind])
-        by_kind[kind] = {"exact_match": rate, "correct": correct, "total": total}
-    correct, total, rate = totals(results)
-    return RecallResult(rate, correct, total, by_kind, results)
+    kinds = sorted({result.kind for result in results})
+    by_kind = {kind: totals([result for result in results if result.kind == kind]) for kind in kinds}
+    return RecallResult(**totals(results), by_kind=by_kind, cases=results)
