@@ -282,6 +282,7 @@ class ModelConfig(JsonConfig):
     gate_init: float = 0.0          # initial memory gate (tanh gate: 0 starts as the plain transformer)
     retriever_dim: int = 64         # width of episodic retrieval keys and queries
     copy_head: bool = False         # pointer over the memory tokens mixed into the output (04-model/copy_head.py)
+    copy_context: int = 8           # tokens before a copyable token that key it for the pointer (1: its predecessor)
     rope_base: float = 10000.0      # rotary position base (positions are relative, so caches need no re-encoding)
 
     # --- special token ids the blank-infilling layout needs (from the tokenizer)
@@ -303,7 +304,7 @@ class ModelConfig(JsonConfig):
     def validate(self):
         for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "segment_len",
                     "max_span_len", "episodic_capacity", "chunk_len", "retrieval_top_k",
-                    "semantic_slots", "semantic_top_k", "retriever_dim"):
+                    "semantic_slots", "semantic_top_k", "retriever_dim", "copy_context"):
             check(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         check(self.d_model % self.n_heads == 0, "n_heads",
               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")

@@ -13,7 +13,11 @@ much of it to use:
 
 A token's key also holds the embedding of the token before it in its text, as an induction head
 matches on the previous token: without it the pointer, asked for what follows "the pass key is",
-picked "is" or "key" themselves, whose states say as much about the key as the key's own.
+picked "is" or "key" themselves, whose states say as much about the key as the key's own. And it
+holds the mean direction of the copy_context tokens before it: every value of "the code of the
+red box is 42" follows "is", so only the words further back (red, box) tell which value a
+question asks for; the backbone's states did not learn to carry them (associative recall ~27 %
+with the pairs in view, 06-evaluation/README.md).
 
 The head returns log p: used as logits, cross-entropy, argmax and temperature sampling work on
 it unchanged (log_softmax(log p) = log p).
@@ -60,19 +64,23 @@ class MemoryCopyHead(nn.Module):
         self.k_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
         self.previous_norm = nn.LayerNorm(dim)
         self.previous_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
+        self.context_norm = nn.LayerNorm(dim)
+        self.context_proj = nn.Linear(dim, dim, rng=rng, init_std=dim ** -0.5)
         self.switch = nn.Linear(dim, 1, rng=rng)
         self.switch.bias.data[:] = switch_init  # copy a little at first: sigmoid(-2) = 0.12
 
     def forward(self, hidden: Tensor, logits: Tensor, memory: Tensor, memory_ids: np.ndarray,
-                rows: np.ndarray, previous: Tensor) -> Tensor:
+                rows: np.ndarray, previous: Tensor, context: Tensor) -> Tensor:
         """hidden (N, d) and logits (N, V) at N positions of batch rows `rows`; memory (B, M, d)
-        with token ids (B, M), -1 where a memory token has none (semantic slots, padding), and
-        the embeddings of the tokens before them (B, M, d), zero where none. Returns log p (N, V)."""
+        with token ids (B, M), -1 where a memory token has none (semantic slots, padding), the
+        embeddings of the tokens before them (B, M, d), zero where none, and the mean direction
+        of the tokens before those (B, M, d). Returns log p (N, V)."""
         N, d = hidden.shape
         B, M = memory_ids.shape
         ids = memory_ids[rows]  # (N, M)
         copyable = ids >= 0
-        keys = self.k_proj(self.memory_norm(memory)) + self.previous_proj(self.previous_norm(previous))
+        keys = self.k_proj(self.memory_norm(memory)) + self.previous_proj(self.previous_norm(previous)) \
+            + self.context_proj(self.context_norm(context))
         keys = keys.reshape(B * M, d)
         # every position against every row's keys, then its own row's block: gathering the keys per
         # position instead would copy (and scatter back) N x M x d floats

@@ -28,9 +28,10 @@ class ModelMemory:
         self.side = WorkingMemory(1, config.working_cache_len, SIDE_CHANNELS, batch)  # (token id, surprise)
         self.side_chunks = ChunkBuffer(batch, config.chunk_len, SIDE_CHANNELS)
         self.entry_tokens = np.full((batch, config.episodic_capacity, config.chunk_len), -1, dtype=np.int64)
-        # the token before each entry's text, and the last token archived (the next entry's): the copy head's
-        self.entry_previous = np.full((batch, config.episodic_capacity), -1, dtype=np.int64)
-        self.last_archived = np.full(batch, -1, dtype=np.int64)
+        # the copy_context tokens before each entry's text and the last ones archived (the next entry's),
+        # oldest first: the copy head keys a token by what came before it
+        self.entry_previous = np.full((batch, config.episodic_capacity, config.copy_context), -1, dtype=np.int64)
+        self.last_archived = np.full((batch, config.copy_context), -1, dtype=np.int64)
         self.doc_ids = np.full(batch, -1, dtype=np.int64)
         self.write_step = np.zeros(1, dtype=np.int64)
 

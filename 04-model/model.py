@@ -49,10 +49,10 @@ class MemoryRead:
     query_pooled: np.ndarray | None = None
     query_valid: np.ndarray | None = None
     token_ids: np.ndarray | None = None  # (B, M): each memory token's id, -1 for slots and padding
-    token_previous_ids: np.ndarray | None = None  # (B, M): the id of the token before it in its text
+    token_previous_ids: np.ndarray | None = None  # (B, M, c): the ids of the c tokens before it, nearest first
     pointer_tokens: Tensor | None = None  # (B, P, d): what the copy head points at (memory, cache, Part A)
     pointer_ids: np.ndarray | None = None  # (B, P): their token ids, -1 where none
-    pointer_previous_ids: np.ndarray | None = None  # (B, P): the id of the token before each, -1 where none
+    pointer_previous_ids: np.ndarray | None = None  # (B, P, c): the ids of the c tokens before each, -1 where none
 
     @classmethod
     def empty(cls, batch_size: int, query_pooled=None, query_valid=None) -> "MemoryRead":
@@ -194,18 +194,22 @@ class MLoTSpark(nn.Module):
         previous = read.pointer_previous_ids
         # constants: the pointer's gradient through every predecessor moved the tied embeddings, which
         # retrieval keys are pooled from, and copying got worse with training (tests/test_04_copy_head.py)
-        previous_tokens = Tensor(self.wte.weight.data[np.maximum(previous, 0)] * (previous >= 0)[:, :, None])
-        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows), previous_tokens)
+        nearest = previous[:, :, 0]
+        previous_tokens = Tensor(self.wte.weight.data[np.maximum(nearest, 0)] * (nearest >= 0)[:, :, None])
+        context = Tensor(self.pool_embeddings(previous, previous >= 0)[0])
+        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows),
+                              previous_tokens, context)
 
     def _copyable_tokens(self, memory: ModelMemory | None, read: "MemoryRead", segment_states: Tensor,
                          batch: InfillBatch):
         """What the copy head points at: the memory tokens read, the working cache's tokens and the
         segment's own Part A tokens (source-layer states, each part centred per row like the
         episodic ones), so that a fact in view is copied the way one fetched from the store is;
-        with each token's predecessor in its text (an entry's first token has the one stored
-        with the entry; -1 at the start of the cache and of Part A and after a [MASK]), which
-        tells the token after "the pass key is" from "is" itself.
-        Returns tokens (B, P, d), ids (B, P), previous ids (B, P)."""
+        with the copy_context tokens before each in its text (an entry's first tokens have the ones
+        stored with the entry; a run stops at the start of the cache and of Part A and at a
+        [MASK]): the nearest tells the token after "the pass key is" from "is" itself, the
+        others which key a value follows ("the code of the red box is").
+        Returns tokens (B, P, d), ids (B, P), previous ids (B, P, copy_context)."""
         parts, ids, previous = [], [], []
         if read.tokens is not None:
             parts.append(read.tokens)
@@ -219,7 +223,7 @@ class MLoTSpark(nn.Module):
                 mean = states.sum(axis=1, keepdims=True) / np.maximum(lengths, 1)[:, None, None]
                 parts.append(Tensor(np.where(valid[:, :, None], states - mean, np.float32(0))))
                 ids.append(np.where(valid, np.rint(memory.side.read(0)[0][:, :width, 0]).astype(np.int64), -1))
-                previous.append(_shifted(ids[-1]))
+                previous.append(_preceding(ids[-1], self.config.copy_context))
         width = int(batch.prefix_len.max())
         part_a = batch.ids[:, :width]
         copyable = batch.part_a_mask()[:, :width] & (part_a != self.special.mask) & (part_a != self.special.pad)
@@ -228,9 +232,10 @@ class MLoTSpark(nn.Module):
         mean = (states * Tensor(weights[:, :, None].astype(np.float32))).sum(axis=1).reshape(len(part_a), 1, -1)
         parts.append((states - mean) * Tensor(copyable[:, :, None].astype(np.float32)))
         ids.append(np.where(copyable, part_a, -1))
-        previous.append(_shifted(ids[-1]))
+        previous.append(_preceding(ids[-1], self.config.copy_context))
         ids, previous = np.concatenate(ids, axis=1), np.concatenate(previous, axis=1)
-        return concat(parts, axis=1) if len(parts) > 1 else parts[0], ids, np.where(ids >= 0, previous, -1)
+        tokens = concat(parts, axis=1) if len(parts) > 1 else parts[0]
+        return tokens, ids, np.where(ids[:, :, None] >= 0, previous, -1)
 
     @staticmethod
     def pool_segment(hidden: Tensor, prefix_len: np.ndarray) -> Tensor:
@@ -326,7 +331,8 @@ class MLoTSpark(nn.Module):
         retrieved = [np.zeros(0, np.int64)] * B
         episodic_tokens = [np.zeros((0, d), np.float32)] * B
         episodic_ids = [np.zeros(0, np.int64)] * B
-        episodic_previous = [np.zeros(0, np.int64)] * B
+        context = self.config.copy_context
+        episodic_previous = [np.zeros((0, context), np.int64)] * B
         if self.use_episodic:
             for row, store in enumerate(memory.episodic):
                 if store.size and query_valid[row].any():
@@ -336,7 +342,8 @@ class MLoTSpark(nn.Module):
                     in_entry = np.arange(store.chunk_len) < store.lengths[retrieved[row], None]
                     texts = memory.entry_tokens[row, retrieved[row]]  # (n, chunk_len)
                     episodic_ids[row] = texts[in_entry]
-                    episodic_previous[row] = _shifted(texts, memory.entry_previous[row, retrieved[row]])[in_entry]
+                    before = memory.entry_previous[row, retrieved[row]]
+                    episodic_previous[row] = _preceding(texts, context, before)[in_entry]
         counts = np.array([len(t) for t in episodic_tokens], dtype=np.int64)
         parts = []
         semantic = memory.semantic
@@ -353,7 +360,7 @@ class MLoTSpark(nn.Module):
         width = max(1, max(len(t) for t in episodic_tokens))
         packed = np.zeros((B, width, d), dtype=np.float32)
         packed_ids = np.full((B, width), -1, dtype=np.int64)
-        packed_previous = np.full((B, width), -1, dtype=np.int64)
+        packed_previous = np.full((B, width, context), -1, dtype=np.int64)
         for row, (tokens, ids) in enumerate(zip(episodic_tokens, episodic_ids)):
             if len(tokens):  # centred over the row's tokens: hidden states share a large common part
                 packed[row, :len(tokens)] = tokens - tokens.mean(axis=0)
@@ -362,9 +369,10 @@ class MLoTSpark(nn.Module):
         parts.append(Tensor(packed))
         tokens = parts[0] if len(parts) == 1 else concat(parts, axis=1)
         slot_ids = np.full((B, tokens.shape[1] - width), -1, dtype=np.int64)  # semantic slots: no token
+        slot_previous = np.full((*slot_ids.shape, context), -1, dtype=np.int64)
         return MemoryRead(tokens, counts, retrieved, query_pooled, query_valid,
                           np.concatenate([slot_ids, packed_ids], axis=1),
-                          np.concatenate([slot_ids, packed_previous], axis=1))
+                          np.concatenate([slot_previous, packed_previous], axis=1))
 
     # --- writing memory --------------------------------------------------------------------------------
     def write_memory(self, segments, surprise=None, doc_ids=None) -> None:
@@ -407,9 +415,11 @@ class MLoTSpark(nn.Module):
                 continue
             token_ids = np.rint(side[:, :, 0]).astype(np.int64)  # (n, chunk_len)
             valid = np.arange(self.config.chunk_len)[None, :] < lengths[:, None]
-            last = token_ids[np.arange(len(token_ids)), lengths - 1]  # the chunks follow each other in the text
-            before = np.r_[memory.last_archived[row], last[:-1]]
-            memory.last_archived[row] = last[-1]
+            context = self.config.copy_context  # the chunks follow each other in the text
+            stream = np.r_[memory.last_archived[row], token_ids[valid]]
+            starts = context + np.r_[0, np.cumsum(lengths)[:-1]]
+            before = stream[starts[:, None] + np.arange(-context, 0)[None, :]]  # (n, context), oldest first
+            memory.last_archived[row] = stream[-context:]
             pooled, _ = self.pool_embeddings(token_ids, valid)  # (n, d)
             importance = pool_chunks(side[:, :, 1:], lengths)[:, 0]
             slots = memory.episodic[row].write(values, lengths, self.retrieval_queries(pooled), pooled,
@@ -442,11 +452,18 @@ class MLoTSpark(nn.Module):
         return infill(self, ids_with_masks, max_span_tokens)
 
 
-def _shifted(ids: np.ndarray, first=-1) -> np.ndarray:
-    """Each token's predecessor in runs of text (B, n): ids moved one right, after `first` (a
-    scalar or one per row: what came before each run, -1 for nothing)."""
-    before = np.broadcast_to(np.reshape(first, (-1, 1)), (len(ids), 1))
-    return np.concatenate([before, ids[:, :-1]], axis=1)
+def _preceding(ids: np.ndarray, context: int, before=None) -> np.ndarray:
+    """The `context` tokens before each token of runs of text ids (B, n), nearest first: (B, n, context).
+
+    before (B, context), oldest first: what came before each run (None: nothing). A token's
+    context stops at a -1 (the start of a run, a [MASK], padding): what lies beyond it is not
+    the text just before the token."""
+    if before is None:
+        before = np.full((len(ids), context), -1, dtype=np.int64)
+    stream = np.concatenate([before, ids], axis=1)  # (B, context + n)
+    positions = context + np.arange(ids.shape[1])[:, None] - 1 - np.arange(context)[None, :]  # (n, context)
+    previous = stream[:, positions]
+    return np.where(np.logical_and.accumulate(previous >= 0, axis=-1), previous, -1)
 
 
 def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:

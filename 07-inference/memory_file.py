@@ -18,7 +18,7 @@ from typing import NamedTuple
 from mlot.architecture.checkpoint_file import CheckpointError, array_sha256, load_checkpoint, save_arrays
 
 MEMORY_FILE_KIND = "mlot-chat-memory"
-MEMORY_FILE_VERSION = 2  # 2: entries keep the token before their text (entry_previous, last_archived)
+MEMORY_FILE_VERSION = 3  # 2: entries keep the token before their text; 3: the copy_context tokens before it
 
 
 class LoadedMemory(NamedTuple):

@@ -19,9 +19,10 @@ def layer_norm(x, weight, bias):
     return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * weight + bias
 
 
-def reference_mixture(head, hidden, logits, memory, ids, rows, previous):
+def reference_mixture(head, hidden, logits, memory, ids, rows, previous, context):
     """p(w) = (1 - s) softmax(logits)(w) + s * sum of the pointer weights of memory tokens with id w,
-    one position and one memory token at a time; a key is its token's plus its predecessor's part."""
+    one position and one memory token at a time; a key is its token's, its predecessor's and its
+    context's part."""
     p_head = {name: p.data for name, p in head.named_parameters()}
     N, d = hidden.shape
     out = np.zeros_like(logits)
@@ -30,7 +31,9 @@ def reference_mixture(head, hidden, logits, memory, ids, rows, previous):
         normed = layer_norm(memory[row], p_head["memory_norm.weight"], p_head["memory_norm.bias"])
         before = layer_norm(previous[row], p_head["previous_norm.weight"], p_head["previous_norm.bias"])
         keys = normed @ p_head["k_proj.weight"].T + p_head["k_proj.bias"] \
-            + before @ p_head["previous_proj.weight"].T + p_head["previous_proj.bias"]
+            + before @ p_head["previous_proj.weight"].T + p_head["previous_proj.bias"] \
+            + layer_norm(context[row], p_head["context_norm.weight"], p_head["context_norm.bias"]) \
+            @ p_head["context_proj.weight"].T + p_head["context_proj.bias"]
         query = hidden[n] @ p_head["q_proj.weight"].T + p_head["q_proj.bias"]
         valid = [m for m in range(len(ids[row])) if ids[row][m] >= 0]
         vocab = np.exp(logits[n] - logits[n].max())
@@ -48,6 +51,15 @@ def reference_mixture(head, hidden, logits, memory, ids, rows, previous):
     return out
 
 
+def slow_context(run, i, c):
+    """The c tokens before run[i], nearest first, -1 past the run's start or past a -1 in it."""
+    out = []
+    for j in range(1, c + 1):
+        token = run[i - j] if i - j >= 0 else -1
+        out.append(-1 if token < 0 or (out and out[-1] < 0) else token)
+    return out
+
+
 def head_and_inputs(seed=0, dtype=np.float64):
     head = MemoryCopyHead(6, rng(seed), switch_init=0.3).to_dtype(dtype)
     for p in head.parameters():  # off the symmetric norm start
@@ -59,14 +71,15 @@ def head_and_inputs(seed=0, dtype=np.float64):
                     [-1, -1, -1, -1, -1]])      # a row with nothing to copy
     rows = np.array([0, 1, 0, 0])
     previous = rng(5).standard_normal((2, 5, 6)).astype(dtype)
-    return head, hidden, logits, memory, ids, rows, previous
+    context = rng(6).standard_normal((2, 5, 6)).astype(dtype)
+    return head, hidden, logits, memory, ids, rows, previous, context
 
 
 def test_mixture_matches_a_token_by_token_reference_and_sums_to_one():
-    head, hidden, logits, memory, ids, rows, previous = head_and_inputs()
+    head, hidden, logits, memory, ids, rows, previous, context = head_and_inputs()
     with no_grad():
-        log_p = head(Tensor(hidden), Tensor(logits), Tensor(memory), ids, rows, Tensor(previous)).data
-    expected = reference_mixture(head, hidden, logits, memory, ids, rows, previous)
+        log_p = head(Tensor(hidden), Tensor(logits), Tensor(memory), ids, rows, Tensor(previous), Tensor(context)).data
+    expected = reference_mixture(head, hidden, logits, memory, ids, rows, previous, context)
     np.testing.assert_allclose(np.exp(log_p), expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0, rtol=1e-12)
     vocab = np.exp(logits[1] - logits[1].max())
@@ -74,10 +87,10 @@ def test_mixture_matches_a_token_by_token_reference_and_sums_to_one():
 
 
 def test_copy_head_gradients_match_finite_differences():
-    head, hidden, logits, memory, ids, rows, previous = head_and_inputs()
-    inputs = [Tensor(hidden, requires_grad=True), Tensor(logits, requires_grad=True),
-              Tensor(memory, requires_grad=True), Tensor(previous, requires_grad=True), *head.parameters()]
-    assert gradcheck(lambda h, z, m, b, *params: head(h, z, m, ids, rows, b), inputs)
+    head, hidden, logits, memory, ids, rows, previous, context = head_and_inputs()
+    inputs = [Tensor(hidden, requires_grad=True), Tensor(logits, requires_grad=True), Tensor(memory, requires_grad=True),
+              Tensor(previous, requires_grad=True), Tensor(context, requires_grad=True), *head.parameters()]
+    assert gradcheck(lambda h, z, m, b, c, *params: head(h, z, m, ids, rows, b, c), inputs)
 
 
 def test_pointer_covers_the_tokens_read_the_working_cache_and_part_a_with_their_predecessors():
@@ -104,22 +117,26 @@ def test_pointer_covers_the_tokens_read_the_working_cache_and_part_a_with_their_
     part_a = read.pointer_ids[:, width + cache_len:]
     np.testing.assert_array_equal(part_a[0], [10, 11, 12, -1, 15, 16, 17, 18, 19, 20, 21])
     np.testing.assert_array_equal(part_a[1], [20, -1, 22, 23, 24, 25, 26, 27, -1, -1, -1])
-    for row, entries in enumerate(read.retrieved):  # each token's predecessor in the text written
+    c = model.config.copy_context
+    for row, entries in enumerate(read.retrieved):  # each token's context in the text written
         stream = np.concatenate([segments[row] for segments in written])
         store, tokens = model.memory.episodic[row], model.memory.entry_tokens[row]
-        for e in np.flatnonzero(store.live):  # an entry's first token: the token before the entry's text
+        expected = [[-1] * c] * n_slots
+        for e in entries:
             text = tokens[e, :store.lengths[e]]
             start = next(i for i in range(len(stream)) if (stream[i:i + len(text)] == text).all())
-            assert model.memory.entry_previous[row, e] == (stream[start - 1] if start else -1)
-        expected_previous = np.concatenate(
-            [[-1] * n_slots] + [np.r_[model.memory.entry_previous[row, e], tokens[e, :store.lengths[e] - 1]]
-                                for e in entries])
-        expected_previous = np.r_[expected_previous, [-1] * (width - len(expected_previous)),
-                                  -1, written[-1][row][-cache_len:][:-1]]
-        np.testing.assert_array_equal(read.pointer_previous_ids[row, :width + cache_len], expected_previous)
-    previous_a = read.pointer_previous_ids[:, width + cache_len:]  # none at the start and around a [MASK]
-    np.testing.assert_array_equal(previous_a[0], [-1, 10, 11, -1, -1, 15, 16, 17, 18, 19, 20])
-    np.testing.assert_array_equal(previous_a[1], [-1, -1, -1, 22, 23, 24, 25, 26, -1, -1, -1])
+            expected += [slow_context(stream, start + i, c) for i in range(len(text))]
+        expected += [[-1] * c] * (width - len(expected))
+        cache = written[-1][row][-cache_len:]  # a run of its own
+        expected += [slow_context(cache, i, c) for i in range(cache_len)]
+        np.testing.assert_array_equal(read.pointer_previous_ids[row, :width + cache_len], expected)
+    previous_a = read.pointer_previous_ids[:, width + cache_len:]  # runs stop at the start and at a [MASK]
+    for row in range(2):
+        expected = [slow_context(part_a[row], i, c) if part_a[row, i] >= 0 else [-1] * c
+                    for i in range(part_a.shape[1])]
+        np.testing.assert_array_equal(previous_a[row], expected)
+    np.testing.assert_array_equal(previous_a[0, :, 0], [-1, 10, 11, -1, -1, 15, 16, 17, 18, 19, 20])
+    np.testing.assert_array_equal(previous_a[0, 7, :4], [17, 16, 15, -1])
     source = model.memory.working.read(model.source_layer)[0]
     np.testing.assert_allclose(read.pointer_tokens.data[:, width:width + cache_len],
                                source - source.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
