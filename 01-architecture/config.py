@@ -274,6 +274,7 @@ class ModelConfig(JsonConfig):
     episodic_capacity: int = 512    # episodic entries kept before the oldest/least used are evicted
     chunk_len: int = 16             # tokens summarised into one episodic entry
     retrieval_top_k: int = 4        # episodic entries retrieved per segment
+    retrieval_continuation: int = 1  # entries written right after a retrieved one, read with it (RETRO's continuation)
     semantic: bool = True           # consolidated long-term slots
     semantic_slots: int = 64        # number of semantic memory slots
     semantic_top_k: int = 4         # semantic slots read per segment
@@ -315,6 +316,8 @@ class ModelConfig(JsonConfig):
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps",
               f"must be a finite number > 0, got {self.layer_norm_eps}")
+        check(self.retrieval_continuation >= 0, "retrieval_continuation",
+              f"must be >= 0 (0: the retrieved entries only), got {self.retrieval_continuation}")
         check(self.working_cache_len >= 0, "working_cache_len",
               f"must be >= 0 (0 disables), got {self.working_cache_len}")
         check(self.retrieval_top_k <= self.episodic_capacity, "retrieval_top_k",

@@ -12,7 +12,8 @@ from mlot.memory.chunking import ChunkBuffer
 from mlot.memory.working import WorkingMemory
 
 
-_OWN_ARRAYS = ("entry_tokens", "entry_previous", "last_archived", "doc_ids", "write_step")
+_OWN_ARRAYS = ("entry_tokens", "entry_previous", "last_archived", "entry_serial", "chunks_archived", "doc_ids",
+               "write_step")
 SIDE_CHANNELS = 2  # token id (exact in float32 below 2^24), surprise
 
 
@@ -32,6 +33,10 @@ class ModelMemory:
         # oldest first: the copy head keys a token by what came before it
         self.entry_previous = np.full((batch, config.episodic_capacity, config.copy_context), -1, dtype=np.int64)
         self.last_archived = np.full((batch, config.copy_context), -1, dtype=np.int64)
+        # each entry's place among the chunks its row archived: what was written right after a retrieved
+        # entry (a fact cut in two at a chunk boundary, "the code of the red box is | 42") is read with it
+        self.entry_serial = np.full((batch, config.episodic_capacity), -1, dtype=np.int64)
+        self.chunks_archived = np.zeros(batch, dtype=np.int64)
         self.doc_ids = np.full(batch, -1, dtype=np.int64)
         self.write_step = np.zeros(1, dtype=np.int64)
 
@@ -56,6 +61,8 @@ class ModelMemory:
         self.entry_tokens[selected] = -1
         self.entry_previous[selected] = -1
         self.last_archived[selected] = -1
+        self.entry_serial[selected] = -1
+        self.chunks_archived[selected] = 0
         self.doc_ids[selected] = -1
 
     def state_dict(self) -> dict:

@@ -337,7 +337,8 @@ class MLoTSpark(nn.Module):
             for row, store in enumerate(memory.episodic):
                 if store.size and query_valid[row].any():
                     slots, scores = store.search(queries[row][query_valid[row]], self.config.retrieval_top_k, record)
-                    retrieved[row] = _union_by_score(slots, scores)
+                    retrieved[row] = _with_continuations(_union_by_score(slots, scores), memory.entry_serial[row],
+                                                         store.live, self.config.retrieval_continuation)
                     episodic_tokens[row] = store.gather(retrieved[row])[0]
                     in_entry = np.arange(store.chunk_len) < store.lengths[retrieved[row], None]
                     texts = memory.entry_tokens[row, retrieved[row]]  # (n, chunk_len)
@@ -427,6 +428,8 @@ class MLoTSpark(nn.Module):
             written = slots >= 0
             memory.entry_tokens[row, slots[written]] = np.where(valid, token_ids, -1)[written]
             memory.entry_previous[row, slots[written]] = before[written]
+            memory.entry_serial[row, slots[written]] = (memory.chunks_archived[row] + np.arange(len(slots)))[written]
+            memory.chunks_archived[row] += len(slots)
         memory.write_step += 1
 
     def read_document(self, token_ids, doc_id: int = 0) -> None:
@@ -464,6 +467,18 @@ def _preceding(ids: np.ndarray, context: int, before=None) -> np.ndarray:
     positions = context + np.arange(ids.shape[1])[:, None] - 1 - np.arange(context)[None, :]  # (n, context)
     previous = stream[:, positions]
     return np.where(np.logical_and.accumulate(previous >= 0, axis=-1), previous, -1)
+
+
+def _with_continuations(slots: np.ndarray, serial: np.ndarray, live: np.ndarray, n: int) -> np.ndarray:
+    """Each retrieved slot followed by the live entries archived right after it (up to n), each once."""
+    if n == 0 or len(slots) == 0:
+        return slots
+    wanted = serial[slots][:, None] + np.arange(1, n + 1)[None, :]  # (k, n)
+    match = (serial == wanted[:, :, None]) & live & (serial[slots] >= 0)[:, None, None]  # (k, n, capacity)
+    chain = np.concatenate([slots[:, None], np.where(match.any(axis=2), match.argmax(axis=2), -1)], axis=1).ravel()
+    chain = chain[chain >= 0]
+    _, first = np.unique(chain, return_index=True)
+    return chain[np.sort(first)]
 
 
 def _union_by_score(slots: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -7,7 +7,10 @@ alone never learned to copy a pass key (06-evaluation/README.md). Here every ste
 memory benchmarks ask, on training seeds (from TRAINING_SEED_BASE, never the benchmark's, which
 stay below 10^9): each row reads the context of a task case (03-tokenization/memory_tasks.py:
 pass keys, key-value pairs with overwrites, facts over several sentences; 1..max_windows working
-windows long) into memory segment by segment, the working cache on, as the benchmark does; then
+windows long; a story_share of stories of the default corpus's world whose question asks what was
+stated hundreds of tokens before, drawn apart from its held-out recall file; a chat_share of chats
+laid out as ChatSession archives them, a fact told, then other talk, on training seeds at or above
+chat_scripts.HELD_OUT_SEEDS) into memory segment by segment, the working cache on, as the benchmarks do; then
 Part A is the question with the answer masked, and the cross-entropy covers the answer span
 only. Every parameter trains (from --base). Validation: held-out cases (their own seed range),
 answer loss and exact match under teacher forcing (every answer token and the [EOP] greedy-right).
@@ -15,7 +18,9 @@ answer loss and exact match under teacher forcing (every answer token and the [E
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +29,17 @@ from mlot.architecture import no_grad
 from mlot.architecture.config import JsonConfig, check
 from mlot.model.infilling import make_infill_batch
 from mlot.model.scoring import score_targets
+from mlot.tokenization.chat_scripts import KINDS as CHAT_KINDS, chat_script
 from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, passkey_case
+from mlot.tokenization.synthetic_documents import recall_case
+from mlot.tokenization.synthetic_world import build_world
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.loss_functions import reconstruction_loss
 from mlot.training.stages import Stage, StepLoss
 
 TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
 VALIDATION_SEED_BASE = 3 * 10 ** 9
+CORPUS_SEED = 0                     # generate_corpus's default: the world of the embedded corpus
 PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
 
 
@@ -40,13 +49,18 @@ class RecallConfig(JsonConfig):
     gate_lr: float = 3e-2           # memory gates, no weight decay
     max_windows: int = 4            # contexts of 1..max_windows working windows (retrieval is by content)
     passkey_share: float = 0.4      # the rest: associative recall 0.4, facts 0.2 of what remains
+    story_share: float = 0.0        # of batches: corpus stories asking an earlier fact (evaluate.py's recall)
+    chat_share: float = 0.0         # of batches: chats asking a fact told turns before (the chat benchmark)
     val_cases: int = 64             # held-out cases per validation
 
     def validate(self):
         check(math.isfinite(self.gate_lr) and self.gate_lr > 0, "gate_lr", f"must be a finite number > 0, "
                                                                           f"got {self.gate_lr}")
         check(self.max_windows >= 1, "max_windows", f"must be >= 1, got {self.max_windows}")
-        check(0 <= self.passkey_share <= 1, "passkey_share", f"must lie in [0, 1], got {self.passkey_share}")
+        for key in ("passkey_share", "story_share", "chat_share"):
+            check(0 <= getattr(self, key) <= 1, key, f"must lie in [0, 1], got {getattr(self, key)}")
+        check(self.story_share + self.chat_share <= 1, "chat_share",
+              f"story_share + chat_share must be <= 1, got {self.story_share + self.chat_share}")
         check(self.val_cases >= 1, "val_cases", f"must be >= 1, got {self.val_cases}")
 
 
@@ -61,6 +75,20 @@ def practice_case(seed: int, window: int, config: RecallConfig, count_tokens) ->
         return associative_recall_case(seed, int(rng.integers(2, 7)), n_tokens, bool(rng.random() < 0.3),
                                        count_tokens)
     return fact_case(seed, int(rng.integers(1, 4)), n_tokens, count_tokens=count_tokens)
+
+
+@functools.cache
+def corpus_world():
+    return build_world(CORPUS_SEED)
+
+
+def story_case(seed: int) -> dict:
+    """A story of the default corpus's world asking a fact it stated (a question about a world fact
+    it does not state is for pretraining's semantic memory to answer, and is drawn again)."""
+    rng = random.Random(f"mlot-recall-practice-{seed}")  # the held-out file's stream is "mlot-recall-<corpus seed>"
+    while (case := recall_case(corpus_world(), rng))["kind"] != "episodic":
+        pass
+    return {**case, "answer": case["answer"].strip()}  # with its full stop, as evaluate.py asks for it
 
 
 class RecallStage(Stage):
@@ -80,25 +108,43 @@ class RecallStage(Stage):
                 {"name": "gates", "params": groups["gates"], "lr": self.config.gate_lr, "weight_decay": 0.0}]
 
     def question_batch(self, first_seed: int, count: int):
-        """Read the contexts of cases first_seed.. into memory rows; the questions, answers masked."""
-        model, tokenizer = self.model, self.tokenizer
-        count_tokens = lambda text: len(tokenizer.encode(text))  # noqa: E731
-        cases = [practice_case(first_seed + i, model.config.working_cache_len, self.config, count_tokens)
-                 for i in range(count)]
-        contexts = [np.asarray(tokenizer.encode(case["context"]), dtype=np.int64) for case in cases]
+        """Read the contexts of cases first_seed.. into memory rows; the questions, answers masked.
+
+        A batch is of one sort, drawn from its first seed: stories, chats or memory tasks (a long
+        story in one row would make every row of the batch read as long)."""
+        model, tokenizer, config = self.model, self.tokenizer, self.config
+        sort = np.random.default_rng([first_seed, 1]).random()
+        if sort < config.story_share + config.chat_share and sort >= config.story_share:
+            cases, flush = [self.chat_case(first_seed + i, first_seed) for i in range(count)], False
+        else:
+            count_tokens = lambda text: len(tokenizer.encode(text))  # noqa: E731
+            texts = [story_case(first_seed + i) if sort < config.story_share else
+                     practice_case(first_seed + i, model.config.working_cache_len, config, count_tokens)
+                     for i in range(count)]
+            cases, flush = [([tokenizer.encode(case["context"])], tokenizer.encode(case["query"]),
+                             tokenizer.encode(" " + case["answer"])) for case in texts], True
         segment = model.config.segment_len
         model.set_memory(**PRACTICE_MEMORY)
         model.reset_memory(batch_size=count)
-        for start in range(0, max(map(len, contexts)), segment):
-            model.write_memory([context[start:start + segment] for context in contexts])
-        model.flush_memory()
-        questions, spans = [], []
-        for case in cases:
-            query = tokenizer.encode(case["query"])
-            answer = tokenizer.encode(" " + case["answer"])
-            questions.append(np.asarray(query + answer, dtype=np.int64))
-            spans.append([(len(query), len(query) + len(answer))])
-        return make_infill_batch(questions, spans, model.special), int(sum(map(len, contexts)))
+        for piece in range(len(cases[0][0])):  # chats: turn by turn, as ChatSession archives them
+            pieces = [np.asarray(case[0][piece], dtype=np.int64) for case in cases]
+            for start in range(0, max(map(len, pieces)), segment):
+                model.write_memory([ids[start:start + segment] for ids in pieces])
+        if flush:
+            model.flush_memory()
+        questions = [np.asarray(query + answer, dtype=np.int64) for _, query, answer in cases]
+        spans = [[(len(query), len(query) + len(answer))] for _, query, answer in cases]
+        return make_infill_batch(questions, spans, model.special), sum(len(p) for case in cases for p in case[0])
+
+    def chat_case(self, seed: int, batch_seed: int):
+        """(turns, question, answer) ids of a training chat laid out as ChatSession archives it: the fact,
+        other talk (as many turns in every row of a batch), the question; the answer names the fact."""
+        other_turns = int(np.random.default_rng([batch_seed, 2]).integers(2, 13))
+        script = chat_script(seed, CHAT_KINDS[seed % len(CHAT_KINDS)], other_turns)
+        tokenizer = self.tokenizer
+        prompt = lambda text: [tokenizer.user_id, *tokenizer.encode(f" {text} "), tokenizer.model_id]  # noqa: E731
+        turns = [prompt(user) + tokenizer.encode(f" {reply}") for user, reply in (script.fact_turn, *script.other_turns)]
+        return turns, prompt(script.question), tokenizer.encode(" " + " ".join(script.answer_words) + ".")
 
     def loss(self, step: int) -> StepLoss:
         B = self.train_config.batch_size

@@ -1,6 +1,6 @@
 """Train MLoT-Spark: one command for every stage, all through the one loop (training_loop.py).
 
-    python 05-training/train.py                       # pretraining: the default config on the default data (built if missing)
+    python 05-training/train.py                       # the default plan: pretraining, then recall practice
     python 05-training/train.py --max_steps 20        # a short first try (the schedule shrinks with it)
     python 05-training/train.py --dataset 03-tokenization/tokenized_data --model_config 05-training/config.json
     python 05-training/train.py --resume checkpoints/latest_checkpoint.pt
@@ -15,8 +15,12 @@ Stages: pretrain (pretrain_stage.py: documents, curriculum, memory, consolidatio
 (recall_stage.py: memory tasks, loss on the answers), dialogue (dialogue_stage.py: the answer form,
 memory off), memory (memory_stage.py: the memory modules of a frozen base). A config file is JSON
 with sections: "model" (pretraining only; a later stage's model is its --base's), "training" (the
-loop: steps, batch, rate, intervals) and one section named after the stage. Defaults:
-05-training/config.json for pretraining, 05-training/configs/<stage>.json for the others.
+loop: steps, batch, rate, intervals), one section named after the stage, and optionally "then": a
+list of later stages, each {"stage": NAME, "training": {...}, NAME: {...}}, run one after the other,
+each from the one before (a plan; --max_steps scales them all). In a plan each stage writes into a
+folder named after it inside --checkpoint_dir, but the last, which writes into --checkpoint_dir
+itself: its latest_checkpoint.pt is the plan's model. Defaults: 05-training/config.json for
+pretraining (pretraining, then recall practice), 05-training/configs/<stage>.json for the others.
 
 Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; `--resume` then
 continues exactly where the run stood (model, optimizer, memory, curriculum, data, every RNG).
@@ -74,9 +78,18 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict]:
-    """(model section or None, training section, the stage's section) of a config file."""
+def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict, list]:
+    """(model section or None, training section, the stage's section, later stages) of a config file."""
     document = read_json_object(path)
+    then = document.pop("then", [])
+    if not isinstance(then, list) or not all(isinstance(entry, dict) and entry.get("stage") in STAGES
+                                             and entry["stage"] != "pretrain"
+                                             and set(entry) <= {"stage", "training", entry["stage"]}
+                                             and all(isinstance(entry.get(key, {}), dict)
+                                                     for key in ("training", entry["stage"])) for entry in then):
+        raise ConfigError(f"'then' must be a list of {{\"stage\": NAME, \"training\": {{...}}, NAME: {{...}}}} "
+                          f"with NAME one of {', '.join(name for name in STAGES if name != 'pretrain')}",
+                          source=str(path))
     unknown = set(document) - {"model", "training", *STAGES}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected 'model', 'training' and a stage's "
@@ -87,7 +100,7 @@ def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict]:
     for section in ("model", "training", stage):
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"section '{section}' must be a JSON object", source=str(path))
-    return document.get("model"), dict(document.get("training", {})), dict(document.get(stage, {}))
+    return document.get("model"), dict(document.get("training", {})), dict(document.get(stage, {})), then
 
 
 def with_overrides(train: dict, section: dict, stage_class, args, source: str):
@@ -155,35 +168,61 @@ def make_stage(stage_class, model, train, stage_config, sources: dict, world):
 
 
 def new_run(args, world):
-    stage_class = STAGES[args.stage]
     path = args.model_config or DEFAULT_CONFIGS[args.stage]
-    model_section, train_section, stage_section = read_config(path, args.stage)
-    train, stage_config = with_overrides(train_section, stage_section, stage_class, args, str(path))
-    checkpoint_dir = args.checkpoint_dir
-    if checkpoint_dir.exists() and any(checkpoint_dir.glob("*.pt")):
-        raise UserError(f"{checkpoint_dir} already holds checkpoints; pass --resume {checkpoint_dir / LATEST_NAME} "
+    model_section, train_section, stage_section, then = read_config(path, args.stage)
+    directory = args.checkpoint_dir
+    if directory.exists() and any(directory.rglob("*.pt")):
+        raise UserError(f"{directory} already holds checkpoints; pass --resume {directory / LATEST_NAME} "
                         "or choose another --checkpoint_dir")
+    trainer, manager = start_stage(STAGES[args.stage], model_section, train_section, stage_section, str(path), args,
+                                   args.base, directory / args.stage if then else directory, world)
+    configured = _loaded(TrainConfig, train_section, str(path), "training").max_steps
+    factor = 1.0 if args.max_steps is None else args.max_steps / configured
+    trainer.plan = {"then": then, "directory": str(directory), "step_factor": factor, "source": str(path)}
+    return trainer, manager
+
+
+def next_stage(plan: dict, base: Path, args, world):
+    """The plan's next stage, from `base` (the stage before's last checkpoint)."""
+    entry, rest = plan["then"][0], plan["then"][1:]
+    stage_class, directory = STAGES[entry["stage"]], Path(plan["directory"])
+    train_section = dict(entry.get("training", {}))
+    steps = _loaded(TrainConfig, train_section, plan["source"], "training").max_steps
+    overrides = argparse.Namespace(**{**vars(args), "max_steps": None if plan["step_factor"] == 1.0
+                                      else max(1, round(steps * plan["step_factor"])), "dataset": None})
+    trainer, manager = start_stage(stage_class, None, train_section, dict(entry.get(stage_class.name, {})),
+                                   plan["source"], overrides, base, directory / entry["stage"] if rest else directory,
+                                   world)
+    trainer.plan = {**plan, "then": rest}
+    return trainer, manager
+
+
+def start_stage(stage_class, model_section, train_section: dict, stage_section: dict, source: str, args, base,
+                checkpoint_dir: Path, world):
+    """A new run of one stage: its config with the command line's overrides, its model (new for
+    pretraining, else --base's), its data, its checkpoint folder."""
+    train, stage_config = with_overrides(train_section, stage_section, stage_class, args, source)
     if stage_class is PretrainStage:
-        if args.base is not None:
+        if base is not None:
             raise UserError("--base is for the later stages; pretraining starts from random weights")
         data = load_dataset(args.dataset)
-        model = MLoTSpark(fit_to_dataset(_loaded(ModelConfig, model_section or {}, str(path), "model"), data.meta),
+        model = MLoTSpark(fit_to_dataset(_loaded(ModelConfig, model_section or {}, source, "model"), data.meta),
                           seed=train.seed)
         stage = PretrainStage(model, data, train, stage_config, world)
         described = f"data: {data.meta['train']['tokens']:,} training tokens in {len(data.train)} documents"
     else:
-        if args.base is None:
-            raise UserError(f"--stage {args.stage} needs --base CHECKPOINT (a pretraining or earlier stage's)")
-        base = load_trained_model(args.base)
-        model = base.model
-        sources = {**base_identity(args.base, model), "dataset": str(Path(base.meta["dataset"]).resolve()),
+        if base is None:
+            raise UserError(f"--stage {stage_class.name} needs --base CHECKPOINT (a pretraining or earlier stage's)")
+        loaded = load_trained_model(base)
+        model = loaded.model
+        sources = {**base_identity(base, model), "dataset": str(Path(loaded.meta["dataset"]).resolve()),
                    "triplets": None if args.dataset is None else str(args.dataset.resolve())}
         stage = make_stage(stage_class, model, train, stage_config, sources, world)
-        described = f"base {args.base}; trains {stage_class.trains}"
+        described = f"base {base}; trains {stage_class.trains}"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if world.is_root:
         (checkpoint_dir / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"{args.stage}: {model.num_parameters():,} parameters; {described}"
+        print(f"{stage_class.name}: {model.num_parameters():,} parameters; {described}"
               + (f"; {world.size} MPI ranks" if world.size > 1 else ""), file=sys.stderr)
     manager = CheckpointManager(checkpoint_dir, keep_last=train.keep_checkpoints, full_every=train.full_checkpoint_every)
     return Trainer(model, stage, train, world), manager
@@ -213,6 +252,7 @@ def resumed_run(args, world):
     if args.dataset is not None:  # the data moved: a tokenized folder for pretraining, else the dialogue file
         sources["dataset" if stage_class is PretrainStage else "triplets"] = str(args.dataset)
     trainer = Trainer(model, make_stage(stage_class, model, train, stage_config, sources, world), train, world)
+    trainer.plan = meta.get("plan")
     try:
         trainer.load_state(checkpoint.arrays, meta)
     except (KeyError, ValueError) as error:  # a state this code does not take
@@ -227,6 +267,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     world = init_world()
     trainer, manager = resumed_run(args, world) if args.resume is not None else new_run(args, world)
+    while run_stage(trainer, manager, args, world) and trainer.plan and trainer.plan["then"]:
+        if world.size > 1:  # the later stages run in one process
+            if world.is_root:
+                print(f"the plan's next stages run in one process: python 05-training/train.py --resume "
+                      f"{manager.latest_path}", file=sys.stderr)
+            break
+        trainer, manager = next_stage(trainer.plan, manager.latest_path, args, world)
+    return 0
+
+
+def run_stage(trainer, manager, args, world) -> bool:
+    """Train one stage to its end (True) or until Ctrl-C / SIGTERM (False)."""
     stop = {"requested": False}
 
     def request_stop(signum, frame):
@@ -239,15 +291,15 @@ def main(argv=None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not world.is_root:
-        return 0
     if stop["requested"]:
-        print(f"stopped at step {trainer.step}; resume with --resume {manager.latest_path}", file=sys.stderr)
-        return 0
-    trainer.stage.finish(manager.directory, trainer.first_validation, trainer.last_validation)
-    print(f"finished at step {trainer.step}; checkpoint {manager.latest_path}; last validation: "
-          f"{format_figures(trainer.last_validation)}", file=sys.stderr)
-    return 0
+        if world.is_root:
+            print(f"stopped at step {trainer.step}; resume with --resume {manager.latest_path}", file=sys.stderr)
+        return False
+    if world.is_root:
+        trainer.stage.finish(manager.directory, trainer.first_validation, trainer.last_validation)
+        print(f"finished {trainer.stage.name} at step {trainer.step}; checkpoint {manager.latest_path}; "
+              f"last validation: {format_figures(trainer.last_validation)}", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class Trainer:
                          if stage.plateau_metric is not None]
         self.step = self.tokens = self.skipped = 0
         self.first_validation: dict = {}   # before the first step, for stages that report before/after
+        self.plan: dict | None = None      # train.py's stages still to run after this one (saved with it)
         self.last_validation: dict = {}
 
     # --- one step -----------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class Trainer:
                 "plateaus": [p.state_dict() for p in self.plateaus],
                 "dropout_rngs": [m.rng.bit_generator.state for m in self.dropout_modules()],
                 "first_validation": self.first_validation, "last_validation": self.last_validation,
-                "stage_state": stage_meta}
+                "stage_state": stage_meta, "plan": self.plan}
         return arrays, meta
 
     def load_state(self, arrays: dict, meta: dict) -> None:

@@ -221,3 +221,33 @@ def test_generate_and_infill_equal_greedy_decoding_by_hand():
     first = greedy_by_hand(filled_model(batch=1), ids, 1, 3)
     spans = filled_model(batch=1).infill(ids, max_span_tokens=3)
     assert len(spans) == 2 and spans[0] == first and len(spans[1]) <= 3
+
+
+def test_each_retrieved_entry_is_read_with_the_one_archived_after_it():
+    """The continuation of a hit is the entry whose text came next in the row's stream (found here by
+    text, not by the serial numbers the model keeps), read right after it; evicted ones are skipped."""
+    model = filled_model()  # 40 tokens per row archived in chunks of 4 into 6 slots: four evicted
+    batch = make_infill_batch([np.arange(10, 22), np.arange(20, 28)], [[(3, 5)], [(1, 2)]], SPECIAL)
+    read = model(batch, record_access=False).read
+    r = np.random.default_rng(0)
+    written = [[r.integers(10, 40, 12) for _ in range(2)] for _ in range(4)]  # as filled_model wrote them
+    queries = model.retrieval_queries(read.query_pooled)
+    chunk, continued = model.config.chunk_len, 0
+    for row in range(2):
+        archived = np.concatenate([segments[row] for segments in written])[:-model.config.working_cache_len]
+        store, texts = model.memory.episodic[row], model.memory.entry_tokens[row]
+        place = {int(e): next(i for i in range(0, len(archived), chunk) if (archived[i:i + chunk] == texts[e]).all())
+                 for e in np.flatnonzero(store.live)}
+        after = {start: e for e, start in place.items()}
+        assert store.size == 6 and len(archived) // chunk == 10
+        slots, scores = store.search(queries[row][read.query_valid[row]], model.config.retrieval_top_k, record=False)
+        best = {}
+        for slot, score in zip(slots.ravel(), scores.ravel()):
+            best[int(slot)] = max(best.get(int(slot), -np.inf), score)
+        expected = []
+        for hit in sorted(best, key=lambda s: (-best[s], s)):
+            following = after.get(place[hit] + chunk)
+            continued += following is not None
+            expected += [s for s in (hit, following) if s is not None and s not in expected]
+        assert read.retrieved[row].tolist() == expected
+    assert continued > 0

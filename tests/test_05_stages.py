@@ -2,6 +2,7 @@
 gradient never reaches the weights, and a short --max_steps on the default config carries the
 schedule with it."""
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -14,10 +15,13 @@ import pytest
 from mlot.architecture import Tensor
 from mlot.architecture.checkpoint_file import load_checkpoint
 from mlot.architecture.config import ModelConfig, read_json_object
+from mlot.inference.chat_session import ChatSession
 from mlot.model.model import MLoTSpark
+from mlot.tokenization.synthetic_documents import recall_case
+from mlot.tokenization.synthetic_world import build_world
 from mlot.training.checkpointing import CheckpointManager
 from mlot.model.infilling import IGNORE_INDEX
-from mlot.training.recall_stage import TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case
+from mlot.training.recall_stage import TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case, story_case
 from mlot.training.stages import StepLoss
 from mlot.training.training_loop import Trainer, TrainConfig
 
@@ -87,6 +91,49 @@ def test_recall_practice_masks_exactly_the_answer_after_reading_the_context(base
         assert model.memory.episodic[row].size > 0  # the context was read into this row's memory
 
 
+def test_a_story_batch_asks_what_each_story_stated(base, tiny_dataset):
+    """story_share 1: every row reads a story of the corpus's world and is asked a fact stated in it,
+    answered as evaluate.py wants it (with its full stop); none is a case of the held-out recall file."""
+    model = MLoTSpark(ModelConfig.from_dict(load_checkpoint(base).meta["model_config"]), seed=5)
+    stage = RecallStage(model, tiny_dataset, TrainConfig(), RecallConfig(story_share=1.0),
+                        {"base": "b", "base_fingerprint": "f"})
+    batch, tokens = stage.question_batch(TRAINING_SEED_BASE, 2)
+    rng = random.Random("mlot-recall-0")  # the default corpus's held-out recall file, drawn as generate_corpus does
+    held_out = [recall_case(build_world(0), rng) for _ in range(250)]
+    for row in range(2):
+        case = story_case(TRAINING_SEED_BASE + row)
+        assert case["kind"] == "episodic" and case["answer"].endswith(".")
+        assert case["answer"].rstrip(".") in case["context"]
+        assert (case["context"], case["query"]) not in {(c["context"], c["query"]) for c in held_out}
+        targets = [t for t in batch.targets[row] if t != IGNORE_INDEX]
+        assert targets == stage.tokenizer.encode(" " + case["answer"]) + [model.special.eop]
+    assert tokens == sum(len(stage.tokenizer.encode(story_case(TRAINING_SEED_BASE + r)["context"])) for r in range(2))
+
+
+def test_a_chat_batch_is_archived_as_chat_session_archives_a_chat(base, tiny_dataset):
+    """chat_share 1: row 0's memory after reading holds the turns exactly where a ChatSession that
+    archived the same chat holds them (entry texts, working cache), and the blank is the reply."""
+    config = ModelConfig.from_dict(load_checkpoint(base).meta["model_config"])
+    model = MLoTSpark(config, seed=5)
+    stage = RecallStage(model, tiny_dataset, TrainConfig(), RecallConfig(chat_share=1.0),
+                        {"base": "b", "base_fingerprint": "f"})
+    batch, tokens = stage.question_batch(TRAINING_SEED_BASE, 2)
+    turns, question, answer = stage.chat_case(TRAINING_SEED_BASE, TRAINING_SEED_BASE)
+    tokenizer = stage.tokenizer
+    alone = MLoTSpark(config, seed=5)
+    session = ChatSession(alone, tokenizer.user_id, tokenizer.model_id, consolidate_every=10 ** 6)
+    for turn in turns:
+        user_end = turn.index(tokenizer.model_id)
+        session.archive(turn[1:user_end], turn[user_end + 1:])
+    texts = lambda memory: sorted(tuple(t) for t, live in zip(memory.entry_tokens[0], memory.episodic[0].live)  # noqa
+                                  if live)
+    assert texts(model.memory) == texts(alone.memory) and len(texts(alone.memory)) > 0
+    np.testing.assert_array_equal(model.memory.side.read(0)[0][0], alone.memory.side.read(0)[0][0])
+    assert tokenizer.decode(list(batch.ids[0, :batch.prefix_len[0]])) == tokenizer.decode(question) + "[MASK]"
+    assert [t for t in batch.targets[0] if t != IGNORE_INDEX] == answer + [model.special.eop]
+    assert all(word in tokenizer.decode(turns[0]) for word in tokenizer.decode(answer).strip(" .").split())
+
+
 @pytest.mark.parametrize("fault", ["loss", "gradient"])
 def test_a_non_finite_step_is_skipped_and_training_goes_on(base, tiny_dataset, fault):
     model = MLoTSpark(ModelConfig.from_dict(load_checkpoint(base).meta["model_config"]), seed=5)
@@ -127,8 +174,32 @@ def test_a_short_max_steps_on_the_default_config_scales_the_schedule(tiny_datase
     default = read_json_object(ROOT / "05-training" / "config.json")
     assert default["training"]["max_steps"] == 2600 and default["training"]["warmup_steps"] == 100
     assert "--max_steps 20 (config: 2600): warm-up 100 -> 1 steps" in result.stderr
-    meta = load_checkpoint(tmp_path / "run" / "latest_checkpoint.pt").meta
+    meta = load_checkpoint(tmp_path / "run" / "pretrain" / "latest_checkpoint.pt").meta
     assert meta["step"] == 20 and meta["train_config"]["warmup_steps"] == 1
     assert meta["train_config"]["eval_interval"] == 20  # clamped: the run validates at its end
     assert meta["stage_config"]["curriculum"]["min_steps_per_phase"] == round(300 * 20 / 2600)
     assert "val_loss" in meta["last_validation"]
+    (recall,) = default["then"]  # the plan's last stage, scaled alike, writes the run's model
+    final = load_checkpoint(tmp_path / "run" / "latest_checkpoint.pt").meta
+    assert final["stage"] == "recall" and final["step"] == round(recall["training"]["max_steps"] * 20 / 2600)
+    assert final["base"] == str((tmp_path / "run" / "pretrain" / "latest_checkpoint.pt").resolve())
+
+
+def test_a_plan_resumed_after_its_first_stage_runs_the_rest_alike(tiny_dataset, tmp_path):
+    """Resuming the first stage's last checkpoint goes on with the plan: the later stage's losses
+    are those of the run that went through in one go."""
+    config = read_json_object(TINY)
+    config["then"] = [{"stage": "recall", "training": {"batch_size": 2, "max_steps": 12, "warmup_steps": 1,
+                                                       "eval_interval": 4}, "recall": {"val_cases": 2, "max_windows": 1}}]
+    (tmp_path / "plan.json").write_text(json.dumps(config))
+    command = [sys.executable, str(TRAIN), "--no_progress", "--max_steps", "6"]
+    whole = tmp_path / "whole"
+    subprocess.run(command + ["--dataset", str(tiny_dataset), "--model_config", str(tmp_path / "plan.json"),
+                              "--checkpoint_dir", str(whole)], check=True, capture_output=True, cwd=ROOT)
+    for name in ["latest_checkpoint.pt", "metrics.jsonl", *(p.name for p in whole.glob("ckpt_*.pt"))]:
+        (whole / name).rename(tmp_path / name)  # the recall stage's files, set aside
+    result = subprocess.run(command + ["--resume", str(whole / "pretrain" / "latest_checkpoint.pt")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "finished recall" in result.stderr
+    assert losses(whole) == losses(tmp_path) and len(losses(whole)) > 0
