@@ -76,16 +76,10 @@ class DocumentStream:
         level at most max_level. Returns (segments: list of int64 arrays, new_document: (B,)
         bool, doc_ids: (B,) int64).
         """
-        new_document = np.zeros(self.batch_size, dtype=bool)
+        new_document, segments = self.ending(max_segments) | (self.row_doc < 0), []
         for row in range(self.batch_size):
-            doc = self.row_doc[row]
-            exhausted = doc < 0 or self.doc_starts[doc] + self.row_offset[row] >= self.doc_ends[doc] or \
-                (max_segments is not None and self.row_segment[row] >= max_segments)
-            if exhausted:
+            if new_document[row]:
                 self.row_doc[row], self.row_offset[row], self.row_segment[row] = self._take_document(max_level), 0, 0
-                new_document[row] = True
-        segments = []
-        for row in range(self.batch_size):
             start = self.doc_starts[self.row_doc[row]] + self.row_offset[row]
             end = min(start + segment_len, self.doc_ends[self.row_doc[row]])
             segments.append(np.asarray(self.tokens[start:end], dtype=np.int64))

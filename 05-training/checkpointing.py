@@ -57,6 +57,7 @@ class CheckpointManager:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CheckpointManager: {label} must be an integer >= 1, got {value!r}")
         self.directory = Path(directory)
+        self.latest_path = self.directory / LATEST_NAME
         self.keep_last, self.full_every, self.compress, self.verify = keep_last, full_every, compress, verify
         self.directory.mkdir(parents=True, exist_ok=True)
         self._base = None
@@ -64,10 +65,6 @@ class CheckpointManager:
             if _TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-    @property
-    def latest_path(self) -> Path:
-        return self.directory / LATEST_NAME
 
     def checkpoint_paths(self) -> list:
         """The ``ckpt_<step>.pt`` files of the directory, lowest step first."""
@@ -148,16 +145,13 @@ class CheckpointManager:
 def _chain_names(path: Path) -> list:
     """File names of `path` and the parents its manifest chain names, as far as they can be read."""
     names = []
-    while path.name not in names:
+    while path is not None and path.name not in names:
         names.append(path.name)
         try:
             with ArchiveReader(path) as reader:
-                parent = reader.parent
+                path = None if reader.parent is None else path.with_name(reader.parent)
         except CheckpointError:
             break
-        if parent is None:
-            break
-        path = path.with_name(parent)
     return names
 
 

@@ -31,8 +31,7 @@ Pacing (``Curriculum``) advances on mastery and steps back on trouble:
   ("hold"; at the first phase it stays and restarts its tracking).
 
 ``state_dict()`` is plain JSON data; a curriculum restored with ``load_state_dict`` continues
-exactly as the uninterrupted one would. A phase's ``span_scales`` are what
-``mlot.model.masking.sample_spans`` draws the masked spans of a segment with.
+exactly as the uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -104,36 +103,29 @@ class CurriculumConfig(JsonConfig):
         for name, weight in self.weights.items():
             check(name in LOSS_NAMES, f"weights.{name}", f"unknown loss; losses are {', '.join(LOSS_NAMES)}")
             check(math.isfinite(weight) and weight >= 0, f"weights.{name}", f"must be finite and >= 0, got {weight}")
-        self._check_pair("mask_ratio", lambda v: 0 < v <= 0.5, "in (0, 0.5]")
-        self._check_pair("short_span_fraction", lambda v: 0 <= v <= 1, "in [0, 1]")
-        self._check_pair("long_span_mean", lambda v: math.isfinite(v) and v > self.short_span_max,
-                         f"finite and > short_span_max={self.short_span_max}")
-        self._check_pair("segments_per_doc", lambda v: v >= 1, ">= 1")
-        self._check_pair("segment_fraction", lambda v: 0 < v <= 1, "in (0, 1]")
-        self._check_pair("doc_level", lambda v: v >= 1, ">= 1")
-
-    def _check_pair(self, key, is_valid, rule):
-        for value in getattr(self, key):
-            check(is_valid(value), key, f"values must be {rule}, got {list(getattr(self, key))}")
+        for key, is_valid, rule in (("mask_ratio", lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
+                                    ("short_span_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                                    ("long_span_mean", lambda v: math.isfinite(v) and v > self.short_span_max,
+                                     f"finite and > short_span_max={self.short_span_max}"),
+                                    ("segments_per_doc", lambda v: v >= 1, ">= 1"),
+                                    ("segment_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+                                    ("doc_level", lambda v: v >= 1, ">= 1")):
+            for value in getattr(self, key):
+                check(is_valid(value), key, f"values must be {rule}, got {list(getattr(self, key))}")
 
 
 # ---------------------------------------------------------------------------------- phases
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """Everything the training loop needs to know about one curriculum position.
-
-    ``memory`` and ``loss_weights`` are read-only mappings: ``model.set_memory(**phase.memory)``;
-    the total loss is ``sum(loss_weights[name] * loss[name])`` (weights are not renormalised
-    when a loss is off, so reconstruction keeps its share). ``consistency_commitment`` says
-    whether the consistency loss includes its commitment term towards semantic slots.
-    """
+    """One curriculum position. The total loss is ``sum(loss_weights[name] * loss[name])``: weights
+    are not renormalised when a loss is off, so reconstruction keeps its share."""
 
     index: int
     stage: str
     level: int
-    memory: types.MappingProxyType          # {"working", "episodic", "semantic"} -> bool (reading)
-    loss_weights: types.MappingProxyType    # {"reconstruction", "consistency", "coherence"} -> float
-    consistency_commitment: bool
+    memory: types.MappingProxyType          # read-only {"working", "episodic", "semantic"} -> bool (reading)
+    loss_weights: types.MappingProxyType    # read-only {"reconstruction", "consistency", "coherence"} -> float
+    consistency_commitment: bool            # consistency includes its commitment term towards semantic slots
     mask_ratio: float
     short_span_fraction: float
     short_span_max: int
@@ -189,9 +181,8 @@ def build_phases(config: CurriculumConfig) -> tuple[Phase, ...]:
             return pair[0] + (pair[1] - pair[0]) * t
 
         stage = STAGES[stage_index]
-        weights = dict(config.weights)
-        if stage_index < 1:
-            weights["consistency"] = 0.0  # nothing to be consistent with before episodic memory
+        # no consistency term before episodic memory: nothing to be consistent with
+        weights = {**config.weights, "consistency": 0.0} if stage_index < 1 else dict(config.weights)
         phases.append(Phase(
             index=index, stage=stage, level=level,
             memory=types.MappingProxyType(dict(working=True, episodic=stage_index >= 1, semantic=stage_index >= 2)),

@@ -75,11 +75,7 @@ def row_block(batch_size: int, size: int, rank: int) -> slice:
 class World:
     """One process: every collective is the identity, so the training loop runs unchanged."""
 
-    rank, size = 0, 1
-
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
+    rank, size, is_root = 0, 1, True
 
     def rows(self, batch_size: int) -> slice:
         return row_block(batch_size, self.size, self.rank)
@@ -127,6 +123,7 @@ class MpiWorld(World):
 
     def __init__(self, comm):
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.is_root = self.rank == 0
         self._batch_axes = None
         self._shares = {}  # this step's local normalisers (loss_weights), to weight the logged terms
         report = sys.excepthook
@@ -199,13 +196,11 @@ class MpiWorld(World):
         semantic, mine = memory.semantic, self.semantic_reads(memory)
         gathered = self.comm.allgather({name: mine[name] - before[name] for name in mine})
         for name in mine:
-            summed = sum(delta[name] for delta in gathered)
+            value = before[name] + sum(delta[name] for delta in gathered)
             if name == "graph":
-                semantic.graph.weights = before[name] + summed
-            elif name in ("hits", "queries"):
-                setattr(semantic, name, int(before[name] + summed))
+                semantic.graph.weights = value
             else:
-                setattr(semantic, name, before[name] + summed)
+                setattr(semantic, name, int(value) if name in ("hits", "queries") else value)
 
     # --- the global layout of per-row state -----------------------------------------------------------
     def gather_rows(self, array: np.ndarray) -> np.ndarray:
@@ -259,12 +254,10 @@ class MpiWorld(World):
         """Dropout masks of this rank's rows are the rows of the global batch's masks: each dropout
         generator draws for every global row and hands this rank its own (shared generators stay
         shared), so every rank's generator state stays that of the single-process run."""
-        sharded = {}
+        sharded, rows = {}, self.rows(batch_size)
         for _, module in model.named_modules():
             if hasattr(module, "rng"):
-                if id(module.rng) not in sharded:
-                    sharded[id(module.rng)] = RowShardedGenerator(module.rng, self.rows(batch_size), batch_size)
-                module.rng = sharded[id(module.rng)]
+                module.rng = sharded.setdefault(id(module.rng), RowShardedGenerator(module.rng, rows, batch_size))
 
     def memory_stats(self, memory: ModelMemory) -> dict:
         """Memory statistics of the global batch: semantic ones are shared, hit and query counts

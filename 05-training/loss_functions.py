@@ -151,14 +151,12 @@ def training_losses(model, out, batch, weights: dict, previous=None, has_previou
     if use_consistency:
         parts = [retrieval_alignment_loss(model, out)] + ([commitment_loss(model)] if use_commitment else [])
         parts = [p for p in parts if p is not None]
-        if parts:
-            consistency = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-            total = total + consistency * weights["consistency"]
-    terms["loss_consistency"] = consistency.item() if consistency is not None else 0.0
+        consistency = sum(parts[1:], parts[0]) if parts else None
     coherence, correct, count = (coherence_loss(model, out.segment_states, previous, has_previous, swapped)
                                  if previous is not None else (None, 0, 0))
-    if coherence is not None:
-        total = total + coherence * weights["coherence"]
-    terms["loss_coherence"] = coherence.item() if coherence is not None else 0.0
+    for name, term in (("consistency", consistency), ("coherence", coherence)):
+        if term is not None:
+            total = total + term * weights[name]
+        terms[f"loss_{name}"] = term.item() if term is not None else 0.0
     terms["loss"] = total.item()
     return Losses(total, terms, [per_token[rows == row] for row in range(batch.batch_size)], correct, count)

@@ -96,10 +96,9 @@ def span_scores(model, out, batch, contexts) -> dict:
         context_ids[row, :len(context)] = context
     is_fact = is_m2 & (context_ids[rows] == targets[:, None]).any(axis=1)
     misses_per_row = np.bincount(rows, weights=~hit, minlength=batch.batch_size)
-    return {"token_hits": int(hit[is_m2].sum()), "tokens": int(is_m2.sum()),
-            "fact_hits": int(hit[is_fact].sum()), "facts": int(is_fact.sum()),
-            "exact": int((misses_per_row == 0).sum()), "rows": batch.batch_size, "loss_sum": float(scores.nll.sum()),
-            "targets": len(targets)}
+    return {"token_hits": int(hit[is_m2].sum()), "tokens": int(is_m2.sum()), "fact_hits": int(hit[is_fact].sum()),
+            "facts": int(is_fact.sum()), "exact": int((misses_per_row == 0).sum()), "rows": batch.batch_size,
+            "loss_sum": float(scores.nll.sum()), "targets": len(targets)}
 
 
 def evaluate(model, examples, batch_size: int, memory: str = "on", distractors: int = 0, seed: int = 0) -> dict:
@@ -107,8 +106,7 @@ def evaluate(model, examples, batch_size: int, memory: str = "on", distractors: 
     held-out dialogues, with memory "on", "off" (no memory read at all: the frozen model alone) or
     "shuffled" (each row seeded with another dialogue's U1: what the memory modules give without
     the right fact)."""
-    totals = {}
-    rng = stream_rng(seed, "validation")
+    totals, rng = {}, stream_rng(seed, "validation")
     with no_grad():
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]

@@ -176,9 +176,8 @@ class PretrainStage(Stage):
         return arrays, meta
 
     def load_state(self, arrays: dict, meta: dict) -> None:
-        memory = self.world.local_memory(arrays_under(arrays, "memory."), self.model.config,
-                                         self.train_config.batch_size)
-        self.model.memory.load_state_dict(memory)
+        self.model.memory.load_state_dict(self.world.local_memory(arrays_under(arrays, "memory."), self.model.config,
+                                                                  self.train_config.batch_size))
         self.stream.load_state_dict(arrays_under(arrays, "data."))
         self.curriculum.load_state_dict(meta["curriculum"])
         self.consolidator.load_state_dict(meta["consolidator"])

@@ -39,6 +39,7 @@ from mlot.training.stages import Stage, StepLoss
 
 TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
 VALIDATION_SEED_BASE = 3 * 10 ** 9
+CHAT_REPLY_SHARE = 0.25             # of chat batches: a reply to talk as the target (a chat answers statements too)
 CORPUS_SEED = 0                     # generate_corpus's default: the world of the embedded corpus
 PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
 
@@ -138,13 +139,20 @@ class RecallStage(Stage):
 
     def chat_case(self, seed: int, batch_seed: int):
         """(turns, question, answer) ids of a training chat laid out as ChatSession archives it: the fact,
-        other talk (as many turns in every row of a batch), the question; the answer names the fact."""
-        other_turns = int(np.random.default_rng([batch_seed, 2]).integers(2, 13))
+        other talk (as many turns in every row of a batch), then the question, whose answer names the
+        fact; or, in a CHAT_REPLY_SHARE of batches, the last turn of talk, whose answer is its reply."""
+        batch_rng = np.random.default_rng([batch_seed, 2])
+        other_turns = int(batch_rng.integers(2, 13))
         script = chat_script(seed, CHAT_KINDS[seed % len(CHAT_KINDS)], other_turns)
         tokenizer = self.tokenizer
         prompt = lambda text: [tokenizer.user_id, *tokenizer.encode(f" {text} "), tokenizer.model_id]  # noqa: E731
-        turns = [prompt(user) + tokenizer.encode(f" {reply}") for user, reply in (script.fact_turn, *script.other_turns)]
-        return turns, prompt(script.question), tokenizer.encode(" " + " ".join(script.answer_words) + ".")
+        told = [script.fact_turn, *script.other_turns]
+        if batch_rng.random() < CHAT_REPLY_SHARE:
+            (user, reply), told = told[-1], told[:-1]
+            question, answer = prompt(user), tokenizer.encode(f" {reply}")
+        else:
+            question, answer = prompt(script.question), tokenizer.encode(" " + " ".join(script.answer_words) + ".")
+        return [prompt(user) + tokenizer.encode(f" {reply}") for user, reply in told], question, answer
 
     def loss(self, step: int) -> StepLoss:
         B = self.train_config.batch_size

@@ -81,15 +81,7 @@ def parse_args(argv):
 def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict, list]:
     """(model section or None, training section, the stage's section, later stages) of a config file."""
     document = read_json_object(path)
-    then = document.pop("then", [])
-    if not isinstance(then, list) or not all(isinstance(entry, dict) and entry.get("stage") in STAGES
-                                             and entry["stage"] != "pretrain"
-                                             and set(entry) <= {"stage", "training", entry["stage"]}
-                                             and all(isinstance(entry.get(key, {}), dict)
-                                                     for key in ("training", entry["stage"])) for entry in then):
-        raise ConfigError(f"'then' must be a list of {{\"stage\": NAME, \"training\": {{...}}, NAME: {{...}}}} "
-                          f"with NAME one of {', '.join(name for name in STAGES if name != 'pretrain')}",
-                          source=str(path))
+    then = later_stages(document.pop("then", []), str(path))
     unknown = set(document) - {"model", "training", *STAGES}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected 'model', 'training' and a stage's "
@@ -101,6 +93,27 @@ def read_config(path: Path, stage: str) -> tuple[dict | None, dict, dict, list]:
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"section '{section}' must be a JSON object", source=str(path))
     return document.get("model"), dict(document.get("training", {})), dict(document.get(stage, {})), then
+
+
+def later_stages(then, source: str) -> list:
+    """A plan's "then" list, every entry's sections checked now (not after hours of the stages before)."""
+    later = [name for name in STAGES if name != "pretrain"]
+    if not isinstance(then, list):
+        raise ConfigError("'then' must be a list of later stages", source=source)
+    for entry in then:
+        if not isinstance(entry, dict) or entry.get("stage") not in later:
+            raise ConfigError(f"each entry of 'then' is {{\"stage\": NAME, ...}} with NAME one of "
+                              f"{', '.join(later)}, got {entry!r}", source=source)
+        name = entry["stage"]
+        if set(entry) - {"stage", "training", name}:
+            raise ConfigError(f"unknown key(s) {sorted(set(entry) - {'stage', 'training', name})} in the 'then' "
+                              f"entry of {name}; expected 'training' and '{name}'", source=source)
+        for section, config_class in (("training", TrainConfig), (name, STAGES[name].config_class)):
+            if not isinstance(entry.get(section, {}), dict):
+                raise ConfigError(f"section '{section}' of the 'then' entry of {name} must be a JSON object",
+                                  source=source)
+            _loaded(config_class, entry.get(section, {}), source, f"then.{name}.{section}")
+    return then
 
 
 def with_overrides(train: dict, section: dict, stage_class, args, source: str):

@@ -21,7 +21,9 @@ from mlot.tokenization.synthetic_documents import recall_case
 from mlot.tokenization.synthetic_world import build_world
 from mlot.training.checkpointing import CheckpointManager
 from mlot.model.infilling import IGNORE_INDEX
-from mlot.training.recall_stage import TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case, story_case
+from mlot.tokenization.chat_scripts import KINDS as CHAT_KINDS, chat_script
+from mlot.training.recall_stage import (CHAT_REPLY_SHARE, TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case,
+                                         story_case)
 from mlot.training.stages import StepLoss
 from mlot.training.training_loop import Trainer, TrainConfig
 
@@ -110,15 +112,20 @@ def test_a_story_batch_asks_what_each_story_stated(base, tiny_dataset):
     assert tokens == sum(len(stage.tokenizer.encode(story_case(TRAINING_SEED_BASE + r)["context"])) for r in range(2))
 
 
-def test_a_chat_batch_is_archived_as_chat_session_archives_a_chat(base, tiny_dataset):
+@pytest.mark.parametrize("asked", ["the fact", "a reply"])
+def test_a_chat_batch_is_archived_as_chat_session_archives_a_chat(base, tiny_dataset, asked):
     """chat_share 1: row 0's memory after reading holds the turns exactly where a ChatSession that
-    archived the same chat holds them (entry texts, working cache), and the blank is the reply."""
+    archived the same chat holds them (entry texts, working cache), and the blank is the answer
+    naming the fact, or in some batches the reply to the last turn of talk."""
     config = ModelConfig.from_dict(load_checkpoint(base).meta["model_config"])
     model = MLoTSpark(config, seed=5)
     stage = RecallStage(model, tiny_dataset, TrainConfig(), RecallConfig(chat_share=1.0),
                         {"base": "b", "base_fingerprint": "f"})
-    batch, tokens = stage.question_batch(TRAINING_SEED_BASE, 2)
-    turns, question, answer = stage.chat_case(TRAINING_SEED_BASE, TRAINING_SEED_BASE)
+    replies = lambda seed: np.random.default_rng([seed, 2]).random(2)[1] < CHAT_REPLY_SHARE  # noqa: E731
+    seed = next(s for s in range(TRAINING_SEED_BASE, TRAINING_SEED_BASE + 100) if replies(s) == (asked == "a reply"))
+    batch, tokens = stage.question_batch(seed, 2)
+    turns, question, answer = stage.chat_case(seed, seed)
+    script = chat_script(seed, CHAT_KINDS[seed % len(CHAT_KINDS)], len(turns) - (asked == "the fact"))
     tokenizer = stage.tokenizer
     alone = MLoTSpark(config, seed=5)
     session = ChatSession(alone, tokenizer.user_id, tokenizer.model_id, consolidate_every=10 ** 6)
@@ -131,7 +138,12 @@ def test_a_chat_batch_is_archived_as_chat_session_archives_a_chat(base, tiny_dat
     np.testing.assert_array_equal(model.memory.side.read(0)[0][0], alone.memory.side.read(0)[0][0])
     assert tokenizer.decode(list(batch.ids[0, :batch.prefix_len[0]])) == tokenizer.decode(question) + "[MASK]"
     assert [t for t in batch.targets[0] if t != IGNORE_INDEX] == answer + [model.special.eop]
-    assert all(word in tokenizer.decode(turns[0]) for word in tokenizer.decode(answer).strip(" .").split())
+    if asked == "the fact":
+        assert tokenizer.decode(question).strip() == f"[USER] {script.question} [MODEL]"
+        assert all(word in script.fact_turn[0] for word in tokenizer.decode(answer).strip(" .").split())
+    else:
+        assert tokenizer.decode(question).strip() == f"[USER] {script.other_turns[-1][0]} [MODEL]"
+        assert tokenizer.decode(answer).strip() == script.other_turns[-1][1]
 
 
 @pytest.mark.parametrize("fault", ["loss", "gradient"])
@@ -203,3 +215,14 @@ def test_a_plan_resumed_after_its_first_stage_runs_the_rest_alike(tiny_dataset, 
     assert result.returncode == 0, result.stderr
     assert "finished recall" in result.stderr
     assert losses(whole) == losses(tmp_path) and len(losses(whole)) > 0
+
+
+def test_a_bad_later_stage_is_named_before_anything_trains(tmp_path):
+    config = read_json_object(TINY)
+    config["then"] = [{"stage": "recall", "recall": {"max_windows": 0}}]
+    (tmp_path / "plan.json").write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, str(TRAIN), "--model_config", str(tmp_path / "plan.json"),
+                             "--checkpoint_dir", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'plan.json'}: config key "
+                                                  "'then.recall.recall.max_windows': must be >= 1, got 0"]
