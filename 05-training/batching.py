@@ -70,12 +70,9 @@ class DocumentStream:
                 return doc
 
     def next_segments(self, segment_len: int, max_segments: int | None = None, max_level: int | None = None):
-        """Each row's next segment (and which rows started a new document with it).
-
-        Rows whose document ended (or reached max_segments) first take a new one, of rarity
-        level at most max_level. Returns (segments: list of int64 arrays, new_document: (B,)
-        bool, doc_ids: (B,) int64).
-        """
+        """Each row's next segment; rows whose document ended (or reached max_segments) first take a new
+        one, of rarity level at most max_level. Returns (segments: list of int64 arrays, new_document:
+        (B,) bool, the rows that started a new document with this segment, doc_ids: (B,) int64)."""
         new_document, segments = self.ending(max_segments) | (self.row_doc < 0), []
         for row in range(self.batch_size):
             if new_document[row]:
@@ -100,7 +97,7 @@ class DocumentStream:
 
     def load_state_dict(self, state: dict) -> None:
         if state["row_doc"].shape != (self.batch_size,):
-            raise ValueError(f"data position saved for {state['row_doc'].shape[0]} rows, this run has {self.batch_size}")
+            raise ValueError(f"data position saved for {len(state['row_doc'])} rows, this run has {self.batch_size}")
         self.epoch, self.next_index = int(state["epoch"]), int(state["next_index"])
         self.order = self._epoch_order(self.epoch)
         for name in ("row_doc", "row_offset", "row_segment"):

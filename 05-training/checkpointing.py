@@ -34,7 +34,7 @@ from mlot.architecture.checkpoint_file import (ArchiveReader, Checkpoint, Checkp
                                                IncrementalBase, checked_meta, checked_step, checkpoint_info,
                                                describe_arrays, load_chain, load_checkpoint, manifest_of,
                                                write_archive, write_checkpoint)
-from mlot.architecture.cli import OneLineParser, positive_float
+from mlot.architecture.cli import OneLineParser, positive_float, run_command
 
 LATEST_NAME = "latest_checkpoint.pt"
 _CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})\.pt")
@@ -48,11 +48,9 @@ class CheckpointManager:
     keep_last: how many of the newest ``ckpt_*.pt`` to keep (plus the parents they need).
     full_every: every this-many saves in a chain is a full checkpoint (1: all full).
     compress: deflate the members that shrink (see ``_worth_deflating``).
-    verify: read back the arrays a save stored before ``latest_checkpoint.pt`` names it.
-    """
+    verify: read back the arrays a save stored before ``latest_checkpoint.pt`` names it."""
 
-    def __init__(self, directory, keep_last: int = 3, full_every: int = 5, compress: bool = True,
-                 verify: bool = True):
+    def __init__(self, directory, keep_last: int = 3, full_every: int = 5, compress: bool = True, verify: bool = True):
         for label, value in (("keep_last", keep_last), ("full_every", full_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CheckpointManager: {label} must be an integer >= 1, got {value!r}")
@@ -132,8 +130,6 @@ class CheckpointManager:
                 return
 
     def _apply_retention(self) -> None:
-        """Delete the ``ckpt_*.pt`` that are neither among the newest ``keep_last`` nor needed by
-        one of those or by ``latest_checkpoint.pt``."""
         paths = self.checkpoint_paths()
         needed = {name for root in paths[-self.keep_last:] + [self.latest_path] for name in _chain_names(root)}
         for path in paths:
@@ -160,8 +156,8 @@ def _megabytes(count: int) -> str:
     return f"{count / 1e6:.2f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
 
-def _inspect(paths: list, verify: bool) -> None:
-    for path in paths:
+def _inspect(args) -> int:
+    for path in args.paths:
         info = checkpoint_info(path)
         print(f"{info['path']}: step {info['step']}, format {info['format_version']}, "
               f"{_megabytes(info['file_bytes'])} on disk")
@@ -171,15 +167,16 @@ def _inspect(paths: list, verify: bool) -> None:
         chain = " <- ".join(f"{Path(link['path']).name} ({_megabytes(link['file_bytes'])}, "
                             f"{link['own_arrays']} arrays)" for link in info["chain"])
         print(f"  chain: {chain}; {_megabytes(info['chain_file_bytes'])} in all")
-        if verify:
+        if args.verify:
             load_checkpoint(path)
             print("  verified: every array read and its SHA-256 checked")
+    return 0
 
 
-def _bench(megabytes: float) -> None:
+def _bench(args) -> int:
     """Time full and incremental saves and a load of a synthetic state against np.savez/np.load."""
     rng = np.random.default_rng(0)
-    count = max(1, int(megabytes * 1e6 / 4 / 3 / 16))
+    count = max(1, int(args.megabytes * 1e6 / 4 / 3 / 16))
     arrays = {}
     for index in range(16):  # weights, first and second moments: dense float32
         arrays[f"model.w{index}"] = rng.standard_normal(count, dtype=np.float32)
@@ -208,6 +205,7 @@ def _bench(megabytes: float) -> None:
               "(model weights unchanged, optimizer moments changed)")
         print(f"load latest      {load_time:6.3f} s  (chain of 2, every array verified; "
               f"np.load {npload_time:.3f} s: ratio {load_time / npload_time:.2f})")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -220,15 +218,7 @@ def main(argv=None) -> int:
     bench.add_argument("--megabytes", type=positive_float, default=20.0,
                        help="size of the synthetic state (default %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "inspect":
-            _inspect(args.paths, args.verify)
-        else:
-            _bench(args.megabytes)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(_inspect if args.command == "inspect" else _bench, args)
 
 
 if __name__ == "__main__":

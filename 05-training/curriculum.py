@@ -186,17 +186,13 @@ def build_phases(config: CurriculumConfig) -> tuple[Phase, ...]:
         phases.append(Phase(
             index=index, stage=stage, level=level,
             memory=types.MappingProxyType(dict(working=True, episodic=stage_index >= 1, semantic=stage_index >= 2)),
-            loss_weights=types.MappingProxyType(weights),
-            consistency_commitment=stage_index >= 2,
-            mask_ratio=at_level(config.mask_ratio),
-            short_span_fraction=at_level(config.short_span_fraction),
-            short_span_max=config.short_span_max,
-            long_span_mean=at_level(config.long_span_mean),
+            loss_weights=types.MappingProxyType(weights), consistency_commitment=stage_index >= 2,
+            mask_ratio=at_level(config.mask_ratio), short_span_fraction=at_level(config.short_span_fraction),
+            short_span_max=config.short_span_max, long_span_mean=at_level(config.long_span_mean),
             segments_per_doc=_round_half_up(at_level(config.segments_per_doc)),
             segment_fraction=at_level(config.segment_fraction),
             max_doc_level=_round_half_up(at_level(config.doc_level)),
-            min_steps=math.ceil(config.min_steps_per_phase * config.stage_step_scale[stage]),
-        ))
+            min_steps=math.ceil(config.min_steps_per_phase * config.stage_step_scale[stage])))
     return tuple(phases)
 
 
@@ -284,14 +280,11 @@ class Curriculum:
     # --- state
     def state_dict(self) -> dict:
         """JSON-able state (floats are kept exactly by JSON's shortest repr)."""
-        return {
-            "version": STATE_VERSION, "num_phases": len(self.phases), "index": self.index,
-            "finished": self.finished, "last_step": self._last_step,
-            "phase_start_step": self._phase_start_step, "ema": self._ema, "ema_count": self._ema_count,
-            "best_ema": self._best_ema, "best_validation": self._best_validation,
-            "stale_evaluations": self._stale_evaluations, "events": dict(self.events),
-            "transitions": [dict(t) for t in self.transitions],
-        }
+        return {"version": STATE_VERSION, "num_phases": len(self.phases), "index": self.index,
+                "finished": self.finished, "last_step": self._last_step, "phase_start_step": self._phase_start_step,
+                "ema": self._ema, "ema_count": self._ema_count, "best_ema": self._best_ema,
+                "best_validation": self._best_validation, "stale_evaluations": self._stale_evaluations,
+                "events": dict(self.events), "transitions": [dict(t) for t in self.transitions]}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict()``; a state that does not fit this config raises ValueError."""

@@ -251,9 +251,8 @@ class MpiWorld(World):
         return self._batch_axes
 
     def shard_dropout(self, model, batch_size: int) -> None:
-        """Dropout masks of this rank's rows are the rows of the global batch's masks: each dropout
-        generator draws for every global row and hands this rank its own (shared generators stay
-        shared), so every rank's generator state stays that of the single-process run."""
+        """Each dropout generator (shared ones stay shared) draws for every global row and hands this
+        rank its rows: every rank's generator state stays that of the single-process run."""
         sharded, rows = {}, self.rows(batch_size)
         for _, module in model.named_modules():
             if hasattr(module, "rng"):
@@ -299,10 +298,8 @@ class GlobalConsolidator(MemoryConsolidator):
         of other ranks' stores being consolidated, and (live, write_step) of the rest, which is all
         that forgetting stale promotion marks reads."""
         wanted = set(range(self.batch_size)) if rows is None else {int(row) for row in np.atleast_1d(rows)}
-        mine = {}
-        for local, store in enumerate(memory.episodic):
-            row = self.own.start + local
-            mine[row] = store.state_dict() if row in wanted else {"live": store.live, "write_step": store.write_step}
+        mine = {row: store.state_dict() if row in wanted else {"live": store.live, "write_step": store.write_step}
+                for row, store in zip(range(self.own.start, self.own.stop), memory.episodic)}
         episodic = []
         for rank, states in enumerate(self.world.comm.allgather(mine)):
             for row in sorted(states):

@@ -68,12 +68,8 @@ def retrieval_alignment_loss(model, out, temperature: float = 0.1):
     memory = model.memory
     if memory is None or out.read.query_pooled is None:
         return None
-    entry_pooled, entry_rows = [], []
-    for row, store in enumerate(memory.episodic):
-        live = np.flatnonzero(store.live)
-        entry_pooled.append(store.pooled[live])
-        entry_rows.append(np.full(len(live), row))
-    entry_rows = np.concatenate(entry_rows)
+    entry_pooled = [store.pooled[store.live] for store in memory.episodic]
+    entry_rows = np.concatenate([np.full(len(pooled), row) for row, pooled in enumerate(entry_pooled)])
     query_rows, query_chunks = np.nonzero(out.read.query_valid)
     usable = np.isin(query_rows, entry_rows) & (np.bincount(entry_rows, minlength=memory.batch)[query_rows]
                                                 < len(entry_rows))
@@ -107,8 +103,7 @@ def commitment_loss(model):
     return 1.0 - (keys * Tensor(nearest)).sum(axis=-1).mean()
 
 
-def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np.ndarray,
-                   swapped: np.ndarray):
+def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np.ndarray, swapped: np.ndarray):
     """Cross-entropy of segment-order prediction on (earlier, later) pairs, some shown swapped.
 
     A pair shown as (a, b) is "in order" with logit model.order_logit(a, b) = h(a) - h(b), h the
@@ -123,8 +118,7 @@ def coherence_loss(model, segment_states, previous: np.ndarray, has_previous: np
     come from the step before, made by the weights before the last update: heads applied to a
     stored vector learned to tell fresh vectors from stale ones (training loss 0.008 against a
     held-out ~0.7). The backbone can still do so a little (05-training/README.md); cutting its
-    gradient too cost more reconstruction than it bought (measured there).
-    """
+    gradient too cost more reconstruction than it bought (measured there)."""
     rows = np.flatnonzero(has_previous)
     if rows.size == 0:
         return None, 0, 0

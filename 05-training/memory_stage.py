@@ -76,11 +76,8 @@ def storage_rounds(examples, distractors: int, rng: np.random.Generator) -> list
     random round; the reads of pass 2 must then pick the right entries."""
     B = len(examples)
     own_round = rng.integers(0, distractors + 1, size=B)
-    rounds = []
-    for k in range(distractors + 1):
-        shift = (k - own_round) % (distractors + 1)  # (B,): 0 for the own context's round
-        rounds.append([examples[(row + shift[row]) % B].context for row in range(B)])
-    return rounds
+    shifts = [(k - own_round) % (distractors + 1) for k in range(distractors + 1)]  # (B,): 0 in the own round
+    return [[examples[(row + shift[row]) % B].context for row in range(B)] for shift in shifts]
 
 
 # --- measures -----------------------------------------------------------------------------------------------
@@ -203,7 +200,6 @@ class MemoryStage(Stage):
         if len(self.train) < train.batch_size:
             raise TripletDataError(f"{triplets}: {len(self.train)} training dialogues after holding out "
                                    f"{len(self.val)}, fewer than one batch of {train.batch_size}")
-        self._epoch_order = (-1, None)  # (epoch, its permutation of the training dialogues)
 
     def parameter_groups(self, train) -> list:
         model, config = self.model, self.config
@@ -220,15 +216,10 @@ class MemoryStage(Stage):
         return [dict(zip(("name", "params", "lr", "weight_decay"), group)) for group in table]
 
     def batch_at(self, step: int) -> list:
-        """The dialogues of a step: a fresh permutation per epoch."""
-        B, n = self.train_config.batch_size, len(self.train)
-        return [self.train[self._order(i // n)[i % n]] for i in range(step * B, (step + 1) * B)]
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, stream_rng(self.train_config.seed, "data_order", epoch)
-                                 .permutation(len(self.train)))
-        return self._epoch_order[1]
+        B, n = self.train_config.batch_size, len(self.train)  # B <= n: a step spans at most two epochs
+        orders = {epoch: stream_rng(self.train_config.seed, "data_order", epoch).permutation(n)
+                  for epoch in range(step * B // n, ((step + 1) * B - 1) // n + 1)}
+        return [self.train[orders[i // n][i % n]] for i in range(step * B, (step + 1) * B)]
 
     def loss(self, step: int) -> StepLoss:
         model, config, examples = self.model, self.config, self.batch_at(step)

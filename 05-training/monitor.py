@@ -38,9 +38,7 @@ def parse_metrics(text: str) -> tuple[list[dict], int]:
     """(records, malformed line count). A final line without its newline is still being written by
     the trainer, so it is left for the next read rather than counted as malformed."""
     records, malformed = [], 0
-    for line in text.split("\n")[:-1]:  # the piece after the last newline is empty or partial
-        if not line.strip():
-            continue
+    for line in filter(str.strip, text.split("\n")[:-1]):  # after the last newline: empty or partial
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -177,9 +175,7 @@ def _fmt(value) -> str:
 
 
 def _change(first: float, last: float) -> str:
-    if first == 0:
-        return f"{last - first:+.3g}"
-    return f"{(last - first) / abs(first) * 100:+.1f}%"
+    return f"{last - first:+.3g}" if first == 0 else f"{(last - first) / abs(first) * 100:+.1f}%"
 
 
 def _duration(seconds: float) -> str:
@@ -260,8 +256,7 @@ def render(records: list[dict], run_dir, malformed: int = 0, updated: float | No
     if _is_number(latest.get("consolidations")) or isinstance(consolidation, dict):
         out += ["", f"CONSOLIDATION events {_fmt(latest.get('consolidations'))}"]
         if isinstance(consolidation, dict):
-            counts = [f"{k} {_fmt(v)}" for k, v in consolidation.items() if _is_number(v) and k != "events"]
-            out += _wrap(counts, width)
+            out += _wrap([f"{k} {_fmt(v)}" for k, v in consolidation.items() if _is_number(v) and k != "events"], width)
 
     learning_rates = latest.get("lr")
     if isinstance(learning_rates, dict) and learning_rates:
@@ -391,9 +386,8 @@ def build_parser(monitor_flag: bool = False) -> OneLineParser:
     parser.add_argument("--interval", type=positive_float, default=5.0,
                         help="seconds between redraws with --follow (default: %(default)s)")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw the curves to an image (needs matplotlib)")
-    parser.add_argument("--window", type=int, default=20,
-                        help="logged lines used for the convergence rate and memory trends, at least 2 "
-                             "(default: %(default)s)")
+    parser.add_argument("--window", type=int, default=20, help="logged lines used for the convergence rate and "
+                        "memory trends, at least 2 (default: %(default)s)")
     parser.add_argument("--max_refreshes", type=positive_int, default=None, help=argparse.SUPPRESS)
     return parser
 

@@ -47,8 +47,7 @@ class PretrainConfig(JsonConfig):
                   f"must be a finite number > 0, got {getattr(self, key)}")
 
     def scaled(self, factor: float) -> dict:
-        """This section's values for a run `factor` times as long: the phases' minimum lengths
-        and the consolidation interval scale with it."""
+        """Values for a run `factor` times as long: phase lengths and the consolidation interval scale."""
         values = self.to_dict()
         curriculum, consolidation = values["curriculum"], values["consolidation"]
         curriculum["min_steps_per_phase"] = round(curriculum["min_steps_per_phase"] * factor)

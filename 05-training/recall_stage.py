@@ -115,7 +115,7 @@ class RecallStage(Stage):
         story in one row would make every row of the batch read as long)."""
         model, tokenizer, config = self.model, self.tokenizer, self.config
         sort = np.random.default_rng([first_seed, 1]).random()
-        if sort < config.story_share + config.chat_share and sort >= config.story_share:
+        if config.story_share <= sort < config.story_share + config.chat_share:
             cases, flush = [self.chat_case(first_seed + i, first_seed) for i in range(count)], False
         else:
             count_tokens = lambda text: len(tokenizer.encode(text))  # noqa: E731

@@ -172,7 +172,8 @@ def make_stage(stage_class, model, train, stage_config, sources: dict, world):
         return PretrainStage(model, load_dataset(sources["dataset"]), train, stage_config, world)
     if world.size > 1:
         raise UserError(f"--stage {stage_class.name} runs in one process (MPI is for pretraining)")
-    base = {key: sources[key] for key in ("base", "base_fingerprint")}
+    # what the stage records of its base; "validation" (how pretraining validated) lets 06 evaluate a later stage
+    base = {key: sources[key] for key in ("base", "base_fingerprint", "validation") if sources.get(key) is not None}
     if stage_class is RecallStage:
         return RecallStage(model, sources["dataset"], train, stage_config, base)
     if sources.get("triplets") is None:
@@ -228,7 +229,8 @@ def start_stage(stage_class, model_section, train_section: dict, stage_section: 
             raise UserError(f"--stage {stage_class.name} needs --base CHECKPOINT (a pretraining or earlier stage's)")
         loaded = load_trained_model(base)
         model = loaded.model
-        sources = {**base_identity(base, model), "dataset": str(Path(loaded.meta["dataset"]).resolve()),
+        sources = {**base_identity(base, model), "validation": loaded.meta.get("validation"),
+                   "dataset": str(Path(loaded.meta["dataset"]).resolve()),
                    "triplets": None if args.dataset is None else str(args.dataset.resolve())}
         stage = make_stage(stage_class, model, train, stage_config, sources, world)
         described = f"base {base}; trains {stage_class.trains}"

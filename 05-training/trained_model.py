@@ -17,8 +17,6 @@ from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.training_loop import arrays_under
 
-SEMANTIC_PREFIX = "memory.cascade.semantic."
-
 
 class TrainedModel(NamedTuple):
     model: MLoTSpark
@@ -39,8 +37,7 @@ def load_trained_model(checkpoint, dataset=None, memory_weights=None, semantic_m
 
     `latest_checkpoint.pt` falls back to the newest valid checkpoint beside it (with a warning);
     the tokenizer is `tokenizer.json` of `dataset` (default: the dataset the run recorded).
-    Raises CheckpointError with one readable line for a missing or unusable file.
-    """
+    Raises CheckpointError with one readable line for a missing or unusable file."""
     path = Path(checkpoint)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -57,7 +54,7 @@ def load_trained_model(checkpoint, dataset=None, memory_weights=None, semantic_m
         load_memory_weights(model, memory_weights)
     model.eval()
     model.reset_memory(batch_size=1)
-    slots = arrays_under(loaded.arrays, SEMANTIC_PREFIX)
+    slots = arrays_under(loaded.arrays, "memory.cascade.semantic.")
     if semantic_memory and slots:
         model.memory.semantic.load_state_dict(slots)
     tokenizer_path = Path(dataset if dataset is not None else meta.get("dataset") or ".") / "tokenizer.json"

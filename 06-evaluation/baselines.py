@@ -16,8 +16,7 @@ import numpy as np
 XZ_PRESET = 9 | lzma.PRESET_EXTREME
 
 
-def unigram_bits_per_byte(train_tokens: np.ndarray, vocab_size: int, text_tokens: np.ndarray,
-                          n_bytes: int) -> dict:
+def unigram_bits_per_byte(train_tokens: np.ndarray, vocab_size: int, text_tokens: np.ndarray, n_bytes: int) -> dict:
     """Code length of text_tokens under the add-one smoothed unigram of train_tokens, over n_bytes."""
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64)
     if counts.shape[0] != vocab_size:

@@ -44,10 +44,8 @@ def run_in_child(spec: str) -> dict:
     name, _, argument = spec.partition(":")
     steps, warmup = STEPS[name]
     start_rss_mb = round(rss_mb(), 1)  # the imports' share
-    if name == "train":
-        figures = cases.case_train(steps, warmup)
-    elif name == "eval":
-        figures = cases.case_eval(steps, warmup)
+    if name in ("train", "eval"):
+        figures = (cases.case_train if name == "train" else cases.case_eval)(steps, warmup)
     elif name == "retrieval":
         figures = cases.case_retrieval(int(argument), steps, warmup)
     else:
@@ -70,12 +68,13 @@ def measure(spec: str) -> dict:
     return figures_of([sys.executable, str(Path(__file__).resolve()), "--child", spec])
 
 
-def measure_twin(model: dict, shape: dict, forward_only: bool, steps: int, warmup: int) -> dict:
-    """The PyTorch twin at the same shape, in its own process, with the user's OpenMP setting."""
+def measure_twin(name: str, ours: dict) -> dict:
+    """The PyTorch twin at the shape of `ours`, in its own process, with the user's OpenMP setting."""
+    model, shape, (steps, warmup) = ours["model"], ours["shape"], STEPS[name]
     command = [sys.executable, str(TWIN), "--d_model", str(model["d_model"]), "--n_layers", str(model["n_layers"]),
                "--n_heads", str(model["n_heads"]), "--seq_len", str(shape["seq_len"]), "--batch", str(shape["batch"]),
-               "--vocab", str(model["vocab_size"]), "--steps", str(steps), "--warmup", str(warmup),
-               "--threads", str(os.cpu_count() or 1)] + (["--fwd_only"] if forward_only else [])
+               "--vocab", str(model["vocab_size"]), "--steps", str(max(steps, 5)), "--warmup", str(warmup),
+               "--threads", str(os.cpu_count() or 1)] + (["--fwd_only"] if name == "eval" else [])
     env = dict(os.environ)
     if not OMP_WAIT_POLICY_WAS_SET:  # mlot sets it on import; PyTorch runs with the user's environment
         env.pop("OMP_WAIT_POLICY", None)
@@ -91,11 +90,9 @@ def run(cases, sizes, use_torch: bool, show) -> dict:
             ours = measure(name)
             entry = {"ours": ours}
             if use_torch and "error" not in ours:
-                steps, warmup = STEPS[name]
-                twin = measure_twin(ours["model"], ours["shape"], name == "eval", max(steps, 5), warmup)
-                entry["torch"] = twin
-                if "tokens_per_s" in twin:
-                    entry["ratio"] = ours["tokens_per_s"] / twin["tokens_per_s"]
+                entry["torch"] = measure_twin(name, ours)
+                if "tokens_per_s" in entry["torch"]:
+                    entry["ratio"] = ours["tokens_per_s"] / entry["torch"]["tokens_per_s"]
             report["cases"][name] = entry
             show(_row(f"{name} ({'step' if name == 'train' else 'forward'}, B{ours.get('shape', {}).get('batch')})",
                       ours, "tokens_per_s", "tok/s", entry.get("torch", {}).get("tokens_per_s"), "torch",
@@ -130,9 +127,7 @@ def _row(label, ours, key, unit, reference, reference_name, ratio, same=None) ->
         return f"{label:<28}  error: {ours['error']}"
 
     def show(value):
-        if value is None:
-            return "n/a"
-        return f"{value * 1e3:.3f} ms" if unit == "ms" else f"{value:,.0f} {unit}"
+        return "n/a" if value is None else f"{value * 1e3:.3f} ms" if unit == "ms" else f"{value:,.0f} {unit}"
 
     ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
     note = "" if same is None else (f"  numpy traced {ours['numpy_traced_peak_mb']:.1f} MB; "

@@ -32,15 +32,9 @@ class HeldOutText:
     is_text: list            # per document bool mask: the tokens scored
     text: bytes              # the text tokens' bytes, documents concatenated (what xz compresses)
 
-    @property
-    def n_bytes(self) -> int:
-        return len(self.text)
-
     def text_tokens(self) -> np.ndarray:
         """All scored token ids, in order (what the unigram baseline scores)."""
-        if not self.documents:
-            return np.zeros(0, np.int64)
-        return np.concatenate([doc[mask] for doc, mask in zip(self.documents, self.is_text)])
+        return np.concatenate([np.zeros(0, np.int64)] + [doc[mask] for doc, mask in zip(self.documents, self.is_text)])
 
 
 @dataclass
@@ -53,12 +47,9 @@ class BitsPerByte:
     def bits_per_byte(self) -> float:
         return self.total_bits / self.n_bytes if self.n_bytes else float("nan")
 
-    @property
-    def bits_per_token(self) -> float:
-        return self.total_bits / self.n_tokens if self.n_tokens else float("nan")
-
     def to_dict(self) -> dict:
-        return {"bits_per_byte": self.bits_per_byte, "bits_per_token": self.bits_per_token,
+        return {"bits_per_byte": self.bits_per_byte,
+                "bits_per_token": self.total_bits / self.n_tokens if self.n_tokens else float("nan"),
                 "total_bits": self.total_bits, "tokens": self.n_tokens, "bytes": self.n_bytes}
 
 
@@ -95,4 +86,4 @@ def model_bits_per_byte(model, text: HeldOutText, batch_size: int = 16, progress
             scores = score_targets(model, model(batch, read_memory=False), batch, where=scored)
             total_bits += float(scores.nll.sum()) / LN2
             n_tokens += scores.count
-    return BitsPerByte(total_bits, n_tokens, text.n_bytes)
+    return BitsPerByte(total_bits, n_tokens, len(text.text))

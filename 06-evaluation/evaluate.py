@@ -72,27 +72,22 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def checkpoint_validation(meta: dict, path) -> dict:
-    """How the run validated (meta["validation"]: its span scales, segment length and segments
-    per document), as keyword arguments of validate()."""
-    recorded = meta.get("validation")
-    if not isinstance(recorded, dict):
-        raise CheckpointError(f"{path}: the checkpoint predates meta['validation'] (how the run validates); "
-                              "evaluate a checkpoint written by the current train.py")
-    try:
-        return {"scales": SpanScales(**recorded["span_scales"]), "segment_tokens": int(recorded["segment_tokens"]),
-                "segments_per_doc": int(recorded["segments_per_doc"])}
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: meta['validation'] is malformed ({error!r})") from None
-
-
 def load(args):
-    """(trained model, dataset, recall cases, validation settings), or UserError naming what is wrong."""
+    """(trained model, dataset, recall cases, validation settings), or UserError naming what is wrong.
+    The validation settings are how the run validated (meta["validation"]), as keywords of validate()."""
     if not args.recall_file.is_file():
         raise UserError(f"recall file {args.recall_file} does not exist")
     trained = load_trained_model(args.checkpoint, dataset=args.dataset, memory_weights=args.memory_weights,
                                  semantic_memory=True)
-    validation = checkpoint_validation(trained.meta, trained.path)
+    saved = trained.meta.get("validation")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{trained.path}: the checkpoint predates meta['validation'] (how the run validates); "
+                              "evaluate a checkpoint written by the current train.py")
+    try:
+        validation = {"scales": SpanScales(**saved["span_scales"]), "segment_tokens": int(saved["segment_tokens"]),
+                      "segments_per_doc": int(saved["segments_per_doc"])}
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{trained.path}: meta['validation'] is malformed ({error!r})") from None
     folder = args.dataset or Path(trained.meta.get("dataset") or ".")
     data = TokenizedData.load(folder)
     if len(data.val) == 0 or len(data.train) == 0:
@@ -108,29 +103,22 @@ def evaluate(trained, data, cases, validation: dict, args) -> dict:
     model, tokenizer, progress = trained.model, trained.tokenizer, not args.no_progress
     started = time.perf_counter()
     text = held_out_text(data.val, tokenizer, args.bpb_documents)
-    report = {
-        "version": REPORT_VERSION,
-        "checkpoint": str(trained.path), "step": trained.meta.get("step"), "dataset": str(data.folder),
-        "recall_file": str(args.recall_file), "seed": args.seed,
-        "curriculum_phase": trained.meta["validation"].get("phase"), "parameters": model.num_parameters(),
-        "semantic_slots_restored": model.memory.semantic.size,
-        "bits_per_byte": {
-            "model": model_bits_per_byte(model, text, args.batch_size, progress).to_dict(),
-            "unigram": unigram_bits_per_byte(data.train.tokens, tokenizer.vocab_size, text.text_tokens(),
-                                             text.n_bytes),
-            "xz": xz_bits_per_byte(text.text),
-            "documents": len(text.documents),
-        },
-        "settings": {},
-    }
+    report = {"version": REPORT_VERSION, "checkpoint": str(trained.path), "step": trained.meta.get("step"),
+              "dataset": str(data.folder), "recall_file": str(args.recall_file), "seed": args.seed,
+              "curriculum_phase": trained.meta["validation"].get("phase"), "parameters": model.num_parameters(),
+              "semantic_slots_restored": model.memory.semantic.size,
+              "bits_per_byte": {"model": model_bits_per_byte(model, text, args.batch_size, progress).to_dict(),
+                                "unigram": unigram_bits_per_byte(data.train.tokens, tokenizer.vocab_size,
+                                                                 text.text_tokens(), len(text.text)),
+                                "xz": xz_bits_per_byte(text.text), "documents": len(text.documents)},
+              "settings": {}}
     for name in ["memory_off"] if args.no_memory else list(SETTINGS):
         figures = validate(model, data.val, **validation, batch_size=args.batch_size,
                            max_documents=args.val_documents, seed=args.seed, memory=SETTINGS[name], progress=progress)
         model.set_memory(**SETTINGS[name])
         model.reset_memory(batch_size=1)
         recall = score_recall(model, tokenizer, cases, args.max_span_tokens, progress, desc=f"recall {name}")
-        report["settings"][name] = {"memory": SETTINGS[name], **figures,
-                                    "recall": recall.to_dict(with_cases=True),
+        report["settings"][name] = {"memory": SETTINGS[name], **figures, "recall": recall.to_dict(with_cases=True),
                                     "memory_stats": {k: _plain(v) for k, v in model.memory.stats().items()}}
     model.set_memory(**SETTINGS["full"])
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -145,10 +133,9 @@ def _plain(value):
 
 def format_table(report: dict) -> str:
     """The report as a terminal table: one column per memory setting."""
-    settings = report["settings"]
+    settings, bpb = report["settings"], report["bits_per_byte"]
     names = list(settings)
     width = max(14, *(len(n) + 2 for n in names))
-    bpb = report["bits_per_byte"]
     lines = [f"checkpoint {report['checkpoint']} (step {report['step']}, {report['parameters']:,} parameters, "
              f"phase {report['curriculum_phase']})",
              f"bits per byte on {bpb['model']['bytes']:,} held-out bytes ({bpb['documents']} documents): "
@@ -177,9 +164,7 @@ def _kind_cell(setting: dict, kind: str) -> str:
 
 
 def _number(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main(argv=None) -> int:

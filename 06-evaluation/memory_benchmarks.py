@@ -73,9 +73,8 @@ def build_rows(seed: int, n_cases: int, window: int, segment_len: int, count_tok
         cases, uppers = [], []
         for i in range(n_cases):
             s = case_seed(seed, task, i)
-            case = make(s, i, context_tokens)
-            short = make(s, i, max(segment_len - 2 - count_tokens(" " + case["query"]), 1))
-            cases.append(case)
+            cases.append(make(s, i, context_tokens))
+            short = make(s, i, max(segment_len - 2 - count_tokens(" " + cases[-1]["query"]), 1))
             uppers.append({"context": "", "query": f"{short['context']} {short['query']}", "answer": short["answer"],
                            "kind": short.get("kind", "all")})
         return cases, uppers
@@ -117,23 +116,18 @@ class SessionSplit:
     def __init__(self, model, folder: Path):
         self.model, self.folder = model, folder
 
-    def reset_memory(self, batch_size: int = 1) -> None:
-        self.model.reset_memory(batch_size=batch_size)
+    def __getattr__(self, name):  # reset_memory, infill: the model's own
+        return getattr(self.model, name)
 
     def read_document(self, token_ids) -> None:
         self.model.read_document(token_ids)
         save_and_reload_memory(self.model, self.folder)
 
-    def infill(self, ids_with_masks, max_span_tokens: int = 16) -> list:
-        return self.model.infill(ids_with_masks, max_span_tokens)
-
 
 def run_rows(model, tokenizer, rows: list[Row], progress: bool = True) -> None:
-    """Score every row in every setting and the upper bound; fills row.results.
-
-    Each (row, setting) starts from the semantic slots model.memory holds now (reading updates
-    their usage statistics, which must not leak from one setting into the next).
-    """
+    """Score every row in every setting and the upper bound; fills row.results. Each (row, setting)
+    starts from the semantic slots model.memory holds now (reading updates their usage statistics,
+    which must not leak from one setting into the next)."""
     model.reset_memory(batch_size=1)
     semantic = model.memory.semantic.state_dict()
     with tempfile.TemporaryDirectory(prefix="mlot_sessions_") as folder:
@@ -171,9 +165,8 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (*.pt)")
     parser.add_argument("--seed", type=int, default=0,
                         help="which cases (0..999); training data never uses them (default: %(default)s)")
-    parser.add_argument("--cases", type=positive_int, default=22,
-                        help=f"cases per row, at most {MAX_CASES} (passkey depths cycle through them; "
-                             f"default: %(default)s)")
+    parser.add_argument("--cases", type=positive_int, default=22, help=f"cases per row, at most {MAX_CASES} "
+                        "(passkey depths cycle through them; default: %(default)s)")
     parser.add_argument("--report", type=Path, help="write the full results as JSON here (atomically)")
     parser.add_argument("--memory_weights", type=existing_file, help="memory-only weights to load onto the checkpoint")
     parser.add_argument("--dataset", type=Path, help="the tokenized_data folder with the tokenizer "

@@ -53,11 +53,8 @@ class RecallResult:
     cases: list                  # CaseResult per case, in input order
 
     def to_dict(self, with_cases: bool = False) -> dict:
-        result = {"exact_match": self.exact_match, "correct": self.correct, "total": self.total,
-                  "by_kind": self.by_kind}
-        if with_cases:
-            result["cases"] = [asdict(case) for case in self.cases]
-        return result
+        return {"exact_match": self.exact_match, "correct": self.correct, "total": self.total, "by_kind": self.by_kind,
+                **({"cases": [asdict(case) for case in self.cases]} if with_cases else {})}
 
 
 def load_recall_cases(path, limit: int | None = None) -> list[RecallCase]:
@@ -75,8 +72,7 @@ def load_recall_cases(path, limit: int | None = None) -> list[RecallCase]:
                 raise ValueError(f"{path} line {number}: not JSON ({error.msg})") from None
             if not isinstance(record, dict) or any(not isinstance(record.get(key), str) for key in REQUIRED_KEYS):
                 raise ValueError(f"{path} line {number}: needs string fields {', '.join(REQUIRED_KEYS)}")
-            cases.append(RecallCase(record["context"], record["query"], record["answer"],
-                                    str(record.get("kind", "all"))))
+            cases.append(RecallCase(*(record[key] for key in REQUIRED_KEYS), str(record.get("kind", "all"))))
     return cases
 
 
@@ -94,15 +90,10 @@ def score_recall(model, tokenizer, cases, max_span_tokens: int = 16, progress: b
         prediction = tokenizer.decode(spans[0] if spans else []).strip()
         answer = case.answer.strip()
         results.append(CaseResult(case.query, answer, prediction, prediction == answer, case.kind))
-    return summarize(results)
 
-
-def summarize(results: list[CaseResult]) -> RecallResult:
-    """Totals overall and per kind."""
     def totals(group):
         correct = sum(result.correct for result in group)
         return {"exact_match": correct / len(group) if group else 0.0, "correct": correct, "total": len(group)}
 
-    kinds = sorted({result.kind for result in results})
-    by_kind = {kind: totals([result for result in results if result.kind == kind]) for kind in kinds}
+    by_kind = {kind: totals([r for r in results if r.kind == kind]) for kind in sorted({r.kind for r in results})}
     return RecallResult(**totals(results), by_kind=by_kind, cases=results)
