@@ -29,7 +29,7 @@ from mlot.architecture.config import JsonConfig, check
 from mlot.architecture.optim import AdamW, ReduceLROnPlateau, WarmupCosine, clip_grad_norm_, grads_are_finite
 from mlot.training.distributed import World
 
-RNG_STREAMS = ("data_order", "spans", "validation", "batches")
+RNG_STREAMS = ("data_order", "spans", "validation", "batches", "replay")
 
 
 def stream_seed(seed: int, stream: str, *index: int) -> list:

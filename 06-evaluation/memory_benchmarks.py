@@ -5,9 +5,10 @@
 
 Tasks (`memory_tasks.py`, cases drawn from --seed): passkey retrieval at depths 0 %..100 % of
 contexts 1x..16x the working window (model.config.working_cache_len tokens); multi-query
-associative recall (pairs at the start, the question after filler) and its overwrite variant
-(the newest value must win); bAbI-style questions needing 1, 2 or 3 supporting facts; a
-cross-session split (the memory after reading is saved to disk, loaded into a fresh memory,
+associative recall with 4 and 8 pairs (those that fit one segment with the question; at the
+start, the question after filler) and its overwrite variant (the newest value must win);
+bAbI-style questions needing 1, 2 or 3 supporting facts; the first associative row's cases
+again across sessions (the memory after reading is saved to disk, loaded into a fresh memory,
 and only then is the question asked).
 
 Protocol (`recall.score_recall`): reset memory, read the context, fill `query [MASK]` greedily,
@@ -89,15 +90,18 @@ def build_rows(seed: int, n_cases: int, window: int, segment_len: int, count_tok
     def facts(k):
         return lambda s, i, tokens: fact_case(s, k, tokens, count_tokens=count_tokens)
 
-    n_pairs = min(max((segment_len - 16) // 10, 2), 8)   # the pairs and a question fit one segment
-    n_changed_pairs = min(max((segment_len - 16) // 16, 2), 8)
+    most_pairs = min(max((segment_len - 16) // 10, 2), 8)   # the pairs and a question fit one segment
+    pair_counts = [n for n in (4, 8) if n <= most_pairs] or [most_pairs]
+    n_changed_pairs = min(max((segment_len - 16) // 16, 2), 4)
     rows = [Row(f"passkey {length}x", *drawn(task, passkey, length * window), 1 / len(NUMBERS))
             for task, length in enumerate(LENGTHS)]
-    rows.append(Row(f"associative recall ({n_pairs} pairs)", *drawn(10, associative(n_pairs, False)), 1 / len(NUMBERS)))
+    rows += [Row(f"associative recall ({n} pairs)", *drawn(10 + 2 * index, associative(n, False)), 1 / len(NUMBERS))
+             for index, n in enumerate(pair_counts)]
     rows.append(Row("associative overwrite", *drawn(11, associative(n_changed_pairs, True)), 1 / len(NUMBERS)))
     rows += [Row(f"facts, {k} supporting", *drawn(20 + k, facts(k)), 1 / len(PLACES)) for k in (1, 2, 3)]
-    rows.append(Row("cross-session recall", *drawn(30, associative(n_pairs, False)), 1 / len(NUMBERS),
-                    cross_session=True))
+    # the first associative row's very cases, the memory saved to disk and loaded between reading and asking
+    rows.append(Row(f"cross-session recall ({pair_counts[0]} pairs)", *drawn(10, associative(pair_counts[0], False)),
+                    1 / len(NUMBERS), cross_session=True))
     return rows
 
 

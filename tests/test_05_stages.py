@@ -55,7 +55,8 @@ def test_recall_practice_resumes_exactly_after_sigkill(base, tmp_path):
     config = tmp_path / "recall.json"
     config.write_text(json.dumps({"training": {"batch_size": 4, "max_steps": 48, "warmup_steps": 5, "log_interval": 1,
                                                "save_interval": 3, "eval_interval": 24},
-                                  "recall": {"max_windows": 2, "val_cases": 8}}))
+                                  "recall": {"max_windows": 2, "val_cases": 8, "replay_rows": 2, "story_share": 0.2,
+                                             "chat_share": 0.2}}))
     command = [sys.executable, str(TRAIN), "--no_progress", "--stage", "recall", "--base", str(base),
                "--model_config", str(config), "--checkpoint_dir"]
     subprocess.run(command + [str(tmp_path / "straight")], check=True, capture_output=True, cwd=ROOT)

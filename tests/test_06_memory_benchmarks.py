@@ -111,6 +111,15 @@ def test_same_seed_same_cases():
     assert [r.cases for r in first] != [r.cases for r in other]
 
 
+def test_a_long_segment_gets_4_and_8_pairs_and_the_cross_session_row_asks_the_4_pair_cases():
+    count = lambda text: len(words(text))  # noqa: E731
+    rows = {r.name: r for r in build_rows(5, 3, window=128, segment_len=128, count_tokens=count)}
+    four, eight = rows["associative recall (4 pairs)"], rows["associative recall (8 pairs)"]
+    assert [len(c["all_questions"]) for c in four.cases + eight.cases] == [4] * 3 + [8] * 3
+    crossed = rows["cross-session recall (4 pairs)"]
+    assert crossed.cross_session and crossed.cases == four.cases and not four.cross_session
+
+
 # --- the model side: a tiny untrained model ---------------------------------------------------------
 
 def tiny_model():
