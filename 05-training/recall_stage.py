@@ -41,13 +41,14 @@ from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.loss_functions import reconstruction_loss
 from mlot.training.stages import Stage, StepLoss
-from mlot.training.training_loop import stream_rng
+from mlot.training.training_loop import arrays_under, stream_rng
 
 TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
 VALIDATION_SEED_BASE = 3 * 10 ** 9
 CHAT_REPLY_SHARE = 0.25             # of chat batches: a reply to talk as the target (a chat answers statements too)
 CORPUS_SEED = 0                     # generate_corpus's default: the world of the embedded corpus
 PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
+SEMANTIC = "memory.cascade.semantic."  # where a checkpoint keeps the semantic slots (trained_model reads them there)
 REPLAY_SCALES = SpanScales(mask_ratio=0.15, short_span_fraction=0.6, short_span_max=3, long_span_mean=6.0)
 
 
@@ -105,6 +106,7 @@ class RecallStage(Stage):
     name = "recall"
     config_class = RecallConfig
     trains = "every parameter"
+    semantic_from_base = True  # practice reads none, but the plan's model should hold what pretraining distilled
 
     def __init__(self, model, tokenizer_folder, train, config: RecallConfig, base: dict):
         super().__init__(model, config)
@@ -201,6 +203,14 @@ class RecallStage(Stage):
                 nll, targets = nll + float(scores.nll.sum()), targets + scores.count
                 exact += int((misses == 0).sum())
         return {"val_answer_loss": nll / max(targets, 1), "val_answer_exact": exact / total}
+
+    def state(self) -> tuple[dict, dict]:
+        return {f"{SEMANTIC}{k}": v for k, v in self.model.memory.semantic.state_dict().items()}, {}
+
+    def load_state(self, arrays: dict, meta: dict) -> None:
+        if self.model.memory is None:
+            self.model.reset_memory(batch_size=1)
+        self.model.memory.semantic.load_state_dict(arrays_under(arrays, SEMANTIC))
 
     def identity(self) -> dict:
         return {**self.base, "dataset": self.dataset}

@@ -32,6 +32,7 @@ class Stage:
     name = "stage"
     validate_before_training = False   # log a validation at step 0 (stages that report before / after)
     plateau_metric = None              # a validation figure (lower is better) whose plateaus halve the rates
+    semantic_from_base = False         # a later stage that keeps the semantic slots its base consolidated
 
     def __init__(self, model, config):
         self.model, self.config = model, config

@@ -227,7 +227,7 @@ def start_stage(stage_class, model_section, train_section: dict, stage_section: 
     else:
         if base is None:
             raise UserError(f"--stage {stage_class.name} needs --base CHECKPOINT (a pretraining or earlier stage's)")
-        loaded = load_trained_model(base)
+        loaded = load_trained_model(base, semantic_memory=stage_class.semantic_from_base)
         model = loaded.model
         sources = {**base_identity(base, model), "validation": loaded.meta.get("validation"),
                    "dataset": str(Path(loaded.meta["dataset"]).resolve()),

@@ -196,6 +196,9 @@ def test_a_short_max_steps_on_the_default_config_scales_the_schedule(tiny_datase
     final = load_checkpoint(tmp_path / "run" / "latest_checkpoint.pt").meta
     assert final["stage"] == "recall" and final["step"] == round(recall["training"]["max_steps"] * 20 / 2600)
     assert final["base"] == str((tmp_path / "run" / "pretrain" / "latest_checkpoint.pt").resolve())
+    slots = [load_checkpoint(tmp_path / "run" / where / "latest_checkpoint.pt").arrays for where in ("pretrain", ".")]
+    names = [name for name in slots[0] if name.startswith("memory.cascade.semantic.")]
+    assert names and all(np.array_equal(slots[0][name], slots[1][name]) for name in names)  # kept for the model
 
 
 def test_a_plan_resumed_after_its_first_stage_runs_the_rest_alike(tiny_dataset, tmp_path):
