@@ -3,8 +3,9 @@ episodic → semantic memory cascade wired in.
 
 When memory is read and written within a step (see README):
   read   during `forward`, before the first block: each chunk of Part A (its mean token
-         embedding through the retriever) retrieves the top-k episodic entries of its own row,
-         and the segment the top-k semantic slots (refined by the GNN); the injection blocks of
+         embedding through the retriever) retrieves the top-k episodic entries of its own row
+         (each read with the entry archived after it, its continuation), and the segment the
+         top-k semantic slots (refined by the GNN); the injection blocks of
          the memory layers attend to them. Every block's self-attention also sees the working
          cache of its layer.
   write  in `write_memory`, after the step: a no-grad pass over the clean segment pushes each
