@@ -13,11 +13,12 @@ with a word, and the answer starts with a space ("... She keeps it in the" + " c
 That boundary is a pre-split word boundary, so encode(query) + encode(answer) equals
 encode(query + answer).
 """
+import functools
 import random
 from dataclasses import dataclass
 
 from mlot.tokenization import synthetic_vocabulary as vocab
-from mlot.tokenization.synthetic_world import Person, World, article, person_facts, town_facts
+from mlot.tokenization.synthetic_world import Person, World, article, build_world, person_facts, town_facts
 
 _TIER_WEIGHTS = {1: (1.0, 0.0, 0.0), 2: (0.75, 0.25, 0.0), 3: (0.45, 0.4, 0.15), 4: (0.2, 0.4, 0.4)}
 _JOIN_PROBABILITY = {1: 0.0, 2: 0.4, 3: 0.55, 4: 0.8}
@@ -305,3 +306,18 @@ def recall_case(world: World, rng: random.Random) -> dict:
     fact = rng.choice(askable)
     return {"context": body, "query": "\n\n" + fact.query, "answer": fact.answer, "kind": "episodic",
             "level": level}
+
+
+@functools.cache
+def _world(seed: int) -> World:
+    return build_world(seed)
+
+
+def practice_recall_case(seed: int, corpus_seed: int = 0) -> dict:
+    """A training twin of recall_case in the world of the corpus of `corpus_seed`: a question about
+    a fact the story stated (a world fact it does not state is pretraining's to teach), its
+    answer with the full stop the held-out file has; drawn from a stream apart from that file's."""
+    rng = random.Random(f"mlot-recall-practice-{seed}")  # the held-out file's stream: "mlot-recall-<corpus seed>"
+    while (case := recall_case(_world(corpus_seed), rng))["kind"] != "episodic":
+        pass
+    return {**case, "answer": case["answer"].strip()}

@@ -4,26 +4,22 @@
 
 Random-span reconstruction spends nearly all of its loss on filler, and a model trained with it
 alone never learned to copy a pass key (06-evaluation/README.md). Here every step is what the
-memory benchmarks ask, on training seeds (from TRAINING_SEED_BASE, never the benchmark's, which
-stay below 10^9): each row reads the context of a task case (03-tokenization/memory_tasks.py:
-pass keys, key-value pairs with overwrites, facts over several sentences; 1..max_windows working
-windows long; a story_share of stories of the default corpus's world whose question asks what was
-stated hundreds of tokens before, drawn apart from its held-out recall file; a chat_share of chats
-laid out as ChatSession archives them, a fact told, then other talk, on training seeds at or above
-chat_scripts.HELD_OUT_SEEDS) into memory segment by segment, the working cache on, as the benchmarks do; then
-Part A is the question with the answer masked, and the cross-entropy covers the answer span
-only. Every parameter trains (from --base); `replay_rows` documents of the base's training data are
-reconstructed beside the questions each step, memory on, as in pretraining: the answer loss alone
-wore the language model away (bits per byte 0.85 -> 2.61 in 600 steps; the copy switch learns to
-copy everywhere). Validation: held-out cases (their own seed range),
-answer loss and exact match under teacher forcing (every answer token and the [EOP] greedy-right).
+memory benchmarks ask, on training seeds (never the benchmarks'): each row reads a context into
+memory segment by segment, the working cache on, as the benchmarks do: a memory task
+(03-tokenization/memory_tasks.py: pass keys, key-value pairs with overwrites, facts over several
+sentences; 1..max_windows working windows long), or in a story_share of batches a story of the
+default corpus's world that asks what it stated hundreds of tokens before, or in a chat_share a
+chat laid out as ChatSession archives it (a fact told, then other talk). Part A is the question,
+the answer masked; the cross-entropy covers the answer span only. Every parameter trains (from
+--base); `replay_rows` documents of the base's training data are reconstructed beside the
+questions each step: the answer loss alone wore the language model away (bits per byte 0.85 ->
+2.61 in 600 steps; the copy switch learned to copy everywhere). Validation: held-out cases (their
+own seed range), answer loss and exact match under teacher forcing.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +31,7 @@ from mlot.model.masking import SpanScales, sample_spans
 from mlot.model.scoring import score_targets
 from mlot.tokenization.chat_scripts import KINDS as CHAT_KINDS, chat_script
 from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, passkey_case
-from mlot.tokenization.synthetic_documents import recall_case
-from mlot.tokenization.synthetic_world import build_world
+from mlot.tokenization.synthetic_documents import practice_recall_case
 from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.loss_functions import reconstruction_loss
@@ -46,7 +41,6 @@ from mlot.training.training_loop import arrays_under, stream_rng
 TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
 VALIDATION_SEED_BASE = 3 * 10 ** 9
 CHAT_REPLY_SHARE = 0.25             # of chat batches: a reply to talk as the target (a chat answers statements too)
-CORPUS_SEED = 0                     # generate_corpus's default: the world of the embedded corpus
 PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
 SEMANTIC = "memory.cascade.semantic."  # where a checkpoint keeps the semantic slots (trained_model reads them there)
 REPLAY_SCALES = SpanScales(mask_ratio=0.15, short_span_fraction=0.6, short_span_max=3, long_span_mean=6.0)
@@ -88,20 +82,6 @@ def practice_case(seed: int, window: int, config: RecallConfig, count_tokens) ->
     return fact_case(seed, int(rng.integers(1, 4)), n_tokens, count_tokens=count_tokens)
 
 
-@functools.cache
-def corpus_world():
-    return build_world(CORPUS_SEED)
-
-
-def story_case(seed: int) -> dict:
-    """A story of the default corpus's world asking a fact it stated (a question about a world fact
-    it does not state is for pretraining's semantic memory to answer, and is drawn again)."""
-    rng = random.Random(f"mlot-recall-practice-{seed}")  # the held-out file's stream is "mlot-recall-<corpus seed>"
-    while (case := recall_case(corpus_world(), rng))["kind"] != "episodic":
-        pass
-    return {**case, "answer": case["answer"].strip()}  # with its full stop, as evaluate.py asks for it
-
-
 class RecallStage(Stage):
     name = "recall"
     config_class = RecallConfig
@@ -131,7 +111,7 @@ class RecallStage(Stage):
             cases, flush = [self.chat_case(first_seed + i, first_seed) for i in range(count)], False
         else:
             count_tokens = lambda text: len(tokenizer.encode(text))  # noqa: E731
-            texts = [story_case(first_seed + i) if sort < config.story_share else
+            texts = [practice_recall_case(first_seed + i) if sort < config.story_share else
                      practice_case(first_seed + i, model.config.working_cache_len, config, count_tokens)
                      for i in range(count)]
             cases, flush = [([tokenizer.encode(case["context"])], tokenizer.encode(case["query"]),

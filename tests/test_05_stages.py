@@ -17,13 +17,12 @@ from mlot.architecture.checkpoint_file import load_checkpoint
 from mlot.architecture.config import ModelConfig, read_json_object
 from mlot.inference.chat_session import ChatSession
 from mlot.model.model import MLoTSpark
-from mlot.tokenization.synthetic_documents import recall_case
+from mlot.tokenization.synthetic_documents import practice_recall_case, recall_case
 from mlot.tokenization.synthetic_world import build_world
 from mlot.training.checkpointing import CheckpointManager
 from mlot.model.infilling import IGNORE_INDEX
 from mlot.tokenization.chat_scripts import KINDS as CHAT_KINDS, chat_script
-from mlot.training.recall_stage import (CHAT_REPLY_SHARE, TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case,
-                                         story_case)
+from mlot.training.recall_stage import CHAT_REPLY_SHARE, TRAINING_SEED_BASE, RecallConfig, RecallStage, practice_case
 from mlot.training.stages import StepLoss
 from mlot.training.training_loop import Trainer, TrainConfig
 
@@ -104,13 +103,14 @@ def test_a_story_batch_asks_what_each_story_stated(base, tiny_dataset):
     rng = random.Random("mlot-recall-0")  # the default corpus's held-out recall file, drawn as generate_corpus does
     held_out = [recall_case(build_world(0), rng) for _ in range(250)]
     for row in range(2):
-        case = story_case(TRAINING_SEED_BASE + row)
+        case = practice_recall_case(TRAINING_SEED_BASE + row)
         assert case["kind"] == "episodic" and case["answer"].endswith(".")
         assert case["answer"].rstrip(".") in case["context"]
         assert (case["context"], case["query"]) not in {(c["context"], c["query"]) for c in held_out}
         targets = [t for t in batch.targets[row] if t != IGNORE_INDEX]
         assert targets == stage.tokenizer.encode(" " + case["answer"]) + [model.special.eop]
-    assert tokens == sum(len(stage.tokenizer.encode(story_case(TRAINING_SEED_BASE + r)["context"])) for r in range(2))
+    contexts = [practice_recall_case(TRAINING_SEED_BASE + r)["context"] for r in range(2)]
+    assert tokens == sum(len(stage.tokenizer.encode(context)) for context in contexts)
 
 
 @pytest.mark.parametrize("asked", ["the fact", "a reply"])
@@ -206,7 +206,8 @@ def test_a_plan_resumed_after_its_first_stage_runs_the_rest_alike(tiny_dataset, 
     are those of the run that went through in one go."""
     config = read_json_object(TINY)
     config["then"] = [{"stage": "recall", "training": {"batch_size": 2, "max_steps": 12, "warmup_steps": 1,
-                                                       "eval_interval": 4}, "recall": {"val_cases": 2, "max_windows": 1}}]
+                                                       "eval_interval": 4},
+                       "recall": {"val_cases": 2, "max_windows": 1}}]
     (tmp_path / "plan.json").write_text(json.dumps(config))
     command = [sys.executable, str(TRAIN), "--no_progress", "--max_steps", "6"]
     whole = tmp_path / "whole"
