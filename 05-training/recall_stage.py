@@ -36,13 +36,13 @@ from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.loss_functions import reconstruction_loss
 from mlot.training.stages import Stage, StepLoss
+from mlot.training.trained_model import SEMANTIC_PREFIX
 from mlot.training.training_loop import arrays_under, stream_rng
 
 TRAINING_SEED_BASE = 2 * 10 ** 9    # apart from the benchmark (< 10^9) and the corpus (10^9 + index)
 VALIDATION_SEED_BASE = 3 * 10 ** 9
 CHAT_REPLY_SHARE = 0.25             # of chat batches: a reply to talk as the target (a chat answers statements too)
 PRACTICE_MEMORY = {"working": True, "episodic": True, "semantic": False}
-SEMANTIC = "memory.cascade.semantic."  # where a checkpoint keeps the semantic slots (trained_model reads them there)
 REPLAY_SCALES = SpanScales(mask_ratio=0.15, short_span_fraction=0.6, short_span_max=3, long_span_mean=6.0)
 
 
@@ -185,12 +185,12 @@ class RecallStage(Stage):
         return {"val_answer_loss": nll / max(targets, 1), "val_answer_exact": exact / total}
 
     def state(self) -> tuple[dict, dict]:
-        return {f"{SEMANTIC}{k}": v for k, v in self.model.memory.semantic.state_dict().items()}, {}
+        return {f"{SEMANTIC_PREFIX}{k}": v for k, v in self.model.memory.semantic.state_dict().items()}, {}
 
     def load_state(self, arrays: dict, meta: dict) -> None:
         if self.model.memory is None:
             self.model.reset_memory(batch_size=1)
-        self.model.memory.semantic.load_state_dict(arrays_under(arrays, SEMANTIC))
+        self.model.memory.semantic.load_state_dict(arrays_under(arrays, SEMANTIC_PREFIX))
 
     def identity(self) -> dict:
         return {**self.base, "dataset": self.dataset}

@@ -17,6 +17,8 @@ from mlot.tokenization.tokenizer import Tokenizer
 from mlot.training.checkpointing import LATEST_NAME, CheckpointManager
 from mlot.training.training_loop import arrays_under
 
+SEMANTIC_PREFIX = "memory.cascade.semantic."  # where a checkpoint keeps the semantic slots a run consolidated
+
 
 class TrainedModel(NamedTuple):
     model: MLoTSpark
@@ -54,7 +56,7 @@ def load_trained_model(checkpoint, dataset=None, memory_weights=None, semantic_m
         load_memory_weights(model, memory_weights)
     model.eval()
     model.reset_memory(batch_size=1)
-    slots = arrays_under(loaded.arrays, "memory.cascade.semantic.")
+    slots = arrays_under(loaded.arrays, SEMANTIC_PREFIX)
     if semantic_memory and slots:
         model.memory.semantic.load_state_dict(slots)
     tokenizer_path = Path(dataset if dataset is not None else meta.get("dataset") or ".") / "tokenizer.json"
