@@ -1,9 +1,12 @@
 """Training-step throughput of the reference GPT on this autograd, beside PyTorch in the same run.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python 01-architecture/benchmark.py [--json]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python 01-architecture/benchmark.py [--load 2] [--json]
 
 For each config: forward + backward + AdamW update, timed step by step after warm-up; the
-median gives tokens/s. FLOPs per token follow the PyTorch twin (6 N + 12 L T d), so that
+median gives tokens/s. Our step sizes its BLAS and Numba pools to the free cores before each
+step, as the training loop does (mlot.architecture.threads); PyTorch runs with its defaults, as a
+user's would. `--load N` runs N busy single-threaded processes (busy_load.py) while both
+engines are measured, a laptop doing something else. FLOPs per token follow the PyTorch twin (6 N + 12 L T d), so that
 achieved GFLOP/s and MFU (against an sgemm peak measured here) compare like with like. When
 PyTorch is importable, `../shared/bench/torch_twin.py` runs the same configs in a subprocess.
 """
@@ -18,11 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from mlot.architecture import OMP_WAIT_POLICY_WAS_SET
+from mlot.architecture.busy_load import busy_processes
 from mlot.architecture.cli import documented_parser, non_negative_int, positive_int
 from mlot.architecture.gpt import GPT
 from mlot.architecture.optim import AdamW
+from mlot.architecture.threads import fit_threads_to_load
 
 CONFIGS = {  # name: (d_model, n_layers, n_heads, seq_len, batch, vocab)
     "tiny": (128, 2, 4, 64, 16, 512),
@@ -55,6 +61,7 @@ def measure_ours(d, n_layers, n_heads, seq_len, batch, vocab, steps, warmup) -> 
 
     def step(i):
         ids, targets = pool[i % len(pool)]
+        fit_threads_to_load()
         opt.zero_grad()
         loss = model.loss(ids, targets)
         loss.backward()
@@ -92,10 +99,6 @@ def measure_torch(d, n_layers, n_heads, seq_len, batch, vocab, steps, warmup, th
 
 
 def blas_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed (pip install threadpoolctl)"
     rows = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
     return "; ".join(rows) or "no BLAS found"
@@ -109,14 +112,21 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=non_negative_int, default=3,
                         help="untimed steps first, Numba compiles here (default: %(default)s)")
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch twin")
+    parser.add_argument("--load", type=non_negative_int, default=0,
+                        help="busy single-threaded processes running during the measurement (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
+    with busy_processes(args.load):
+        return run(args)
 
+
+def run(args) -> int:
     threads = os.cpu_count() or 1
     warnings = [f"{name} is set; it can slow small matrix products (unset it in this command)"
                 for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ]
     peak = sgemm_peak_gflops()
-    report = {"blas": blas_info(), "sgemm_peak_gflops": round(peak, 1), "warnings": warnings, "configs": {}}
+    report = {"blas": blas_info(), "sgemm_peak_gflops": round(peak, 1), "load": args.load, "warnings": warnings,
+              "configs": {}}
     if not args.json:
         print(_header(report), flush=True)
     for name in args.configs:
@@ -138,7 +148,8 @@ def main(argv=None) -> int:
 
 
 def _header(report) -> str:
-    lines = [f"BLAS: {report['blas']}", f"sgemm peak: {report['sgemm_peak_gflops']} GFLOP/s"]
+    lines = [f"BLAS: {report['blas']}", f"sgemm peak: {report['sgemm_peak_gflops']} GFLOP/s",
+             f"load: {report['load']} busy single-threaded process(es) beside both engines"]
     lines += [f"warning: {w}" for w in report["warnings"]]
     lines.append(f"{'config':<8} {'ours tok/s':>11} {'GFLOP/s':>8} {'MFU':>6} {'torch tok/s':>12} {'torch MFU':>9} {'ours/torch':>10}")
     return "\n".join(lines)

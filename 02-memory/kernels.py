@@ -8,19 +8,25 @@ Retrieval must equal a brute-force ranking exactly, so its rules are fixed here 
 - only rows with valid[i] take part; k' = min(k, number of valid rows) results per query;
 - a NaN similarity (a NaN in a vector) counts as -inf: it ranks last but never hides a row.
 
-No (Q, N) score matrix is ever formed: each task (a block of KEYS_PER_BLOCK keys x a group
-of queries) keeps one bounded heap of its k' best candidates per query, and a second pass
-merges the per-block heaps of each query, so the extra memory is (N / KEYS_PER_BLOCK) Q k'
-heap places. Tasks run in parallel, so a single query over a large store also uses every
-core; within a task each key row is read once for the whole query group.
+Exact scores for every key would cost a float64 pass far slower than reading the keys. Instead
+the keys are streamed in chunks of KEYS_PER_CHUNK: one float32 BLAS product scores a chunk
+against all unit queries (the chunk then sits in cache for its norms), and a key gets its exact
+score only when its float32 screen comes within the screen's error bound of the worst candidate
+a query's bounded heap holds. The result is exact; the extra memory is one (chunk, Q) block and
+Q k' heap places per worker, never a (Q, N) matrix. Workers take chunks in turn, each with its
+own heaps, merged at the end.
 """
-import numpy as np
-from numba import njit, prange
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-KEYS_PER_BLOCK = 16384
-QUERIES_PER_GROUP = 64
-TILE = 64
-PARALLEL_MIN_WORK = 1 << 22  # multiply-adds below which one thread is faster than waking the pool
+import numpy as np
+from numba import njit
+
+from mlot.architecture.threads import blas_threads, free_cores, usable_cores
+
+KEYS_PER_CHUNK = 4096
+PARALLEL_MIN_KEYS = 1 << 16  # below this one thread is faster than handing chunks out
+SCREEN_MARGIN = 1e-4  # cosine: above the float32 screen's error bound (_screen_chunk) by a wide factor
 _NO_INDEX = np.iinfo(np.int64).max  # heap filler: worse than every real candidate
 
 
@@ -68,70 +74,74 @@ def _offer(scores, indices, score, index):
         _sift_down(scores, indices, 0)
 
 
-@njit(cache=True)
-def _scan_task(queries, query_norms, keys, valid, block, group, heap_scores, heap_indices):
-    """Offer the valid keys of one block to the heaps of one group of queries.
+@njit(cache=True, nogil=True, fastmath=True)
+def _screen(keys, first, dots, thresholds, norms2, best):
+    """For the keys first.. (dots (n, Q): their float32 products with the unit queries): their
+    float32 squared norms, and the largest dot - threshold * norm over the queries (>= 0: some
+    query may take the key). float32 in any order, so a screen only; garbage where a key is not
+    finite (never trusted)."""
+    n_keys, n_queries = dots.shape
+    for t in range(n_keys):
+        total = np.float32(0.0)
+        for d in range(keys.shape[1]):
+            total += keys[first + t, d] * keys[first + t, d]
+        norms2[t] = total
+        norm = np.sqrt(total)
+        largest = dots[t, 0] - thresholds[0] * norm
+        for q in range(1, n_queries):
+            largest = max(largest, dots[t, q] - thresholds[q] * norm)
+        best[t] = largest
 
-    The task copies TILE valid keys at a time, transposed to float64 (r, TILE), so that the dot
-    products of one query with the whole tile, and the tile's norms, are vectorised across keys
-    while each key's own sum still runs over d in order.
+
+@njit(cache=True, nogil=True)
+def _exact_score(query, query_norm, keys, row):
+    """The rules' score: float64 sums in index order, rounded to float32, NaN as -inf."""
+    dot, norm2 = 0.0, 0.0
+    for d in range(keys.shape[1]):
+        value = np.float64(keys[row, d])
+        dot += query[d] * value
+        norm2 += value * value
+    scale = query_norm * np.sqrt(norm2)
+    score = np.float32(dot / scale) if scale != 0.0 else np.float32(0.0)
+    return np.float32(-np.inf) if np.isnan(score) else score
+
+
+@njit(cache=True, nogil=True)
+def _screen_chunk(dots, first, queries, query_norms, keys, valid, heap_scores, heap_indices):
+    """Offer the valid keys first.. (dots (n, Q): their float32 products with the unit queries) to the heaps.
+
+    The screen's cosine errs by at most about r 2^-24 (float32 sums of r products, in any order,
+    of a unit query and a key, and the key's norm) wherever the key's squared norm lies in
+    [1e-30, 1e30]; a key whose screen falls below every heap's worst score by more than the
+    margin cannot enter any. Keys outside that range, and every key when a query is not finite,
+    are scored exactly (_exact_score), so the result equals the brute-force ranking.
     """
-    n_keys, dim = keys.shape
-    tile = np.empty((dim, TILE), dtype=np.float64)
-    tile_norms = np.empty(TILE, dtype=np.float64)
-    tile_rows = np.empty(TILE, dtype=np.int64)
-    dots = np.empty(TILE, dtype=np.float64)
-    row, stop = block * KEYS_PER_BLOCK, min(n_keys, (block + 1) * KEYS_PER_BLOCK)
-    while row < stop:
-        count = 0
-        while row < stop and count < TILE:
-            if valid[row]:
-                for d in range(dim):
-                    tile[d, count] = keys[row, d]
-                tile_rows[count] = row
-                count += 1
-            row += 1
-        tile_norms[:count] = 0.0
-        for d in range(dim):
-            for t in range(count):
-                tile_norms[t] += tile[d, t] * tile[d, t]
-        for t in range(count):
-            tile_norms[t] = np.sqrt(tile_norms[t])
-        for q in range(group * QUERIES_PER_GROUP, min(queries.shape[0], (group + 1) * QUERIES_PER_GROUP)):
-            dots[:count] = 0.0
-            for d in range(dim):
-                query_value = queries[q, d]
-                for t in range(count):
-                    dots[t] += query_value * tile[d, t]
-            for t in range(count):
-                scale = query_norms[q] * tile_norms[t]
-                score = np.float32(dots[t] / scale) if scale != 0.0 else np.float32(0.0)
-                if np.isnan(score):
-                    score = np.float32(-np.inf)
-                if _worse(heap_scores[block, q, 0], heap_indices[block, q, 0], score, tile_rows[t]):  # before slicing
-                    _offer(heap_scores[block, q], heap_indices[block, q], score, tile_rows[t])
-
-
-@njit(cache=True, parallel=True)
-def _scan_parallel(queries, query_norms, keys, valid, heap_scores, heap_indices):
-    """All (key block, query group) tasks, in parallel; heaps are (n_blocks, Q, k)."""
-    n_groups = (queries.shape[0] + QUERIES_PER_GROUP - 1) // QUERIES_PER_GROUP
-    for task in prange(heap_scores.shape[0] * n_groups):
-        _scan_task(queries, query_norms, keys, valid, task // n_groups, task % n_groups, heap_scores, heap_indices)
-
-
-@njit(cache=True)
-def _scan_serial(queries, query_norms, keys, valid, heap_scores, heap_indices):
-    """The same tasks in one thread: small searches do not pay for waking the thread pool."""
-    n_groups = (queries.shape[0] + QUERIES_PER_GROUP - 1) // QUERIES_PER_GROUP
-    for task in range(heap_scores.shape[0] * n_groups):
-        _scan_task(queries, query_norms, keys, valid, task // n_groups, task % n_groups, heap_scores, heap_indices)
+    n_keys, n_queries = dots.shape
+    margin = SCREEN_MARGIN + 8.0 * keys.shape[1] * 2.0 ** -24
+    thresholds = np.empty(n_queries, dtype=np.float32)  # a cosine below -1 - margin passes every key
+    for q in range(n_queries):
+        thresholds[q] = max(heap_scores[q, 0] - margin, -2.0) if heap_indices[q, 0] != _NO_INDEX else -2.0
+    norms2, best = np.empty(n_keys, dtype=np.float32), np.empty(n_keys, dtype=np.float32)
+    _screen(keys, first, dots, thresholds, norms2, best)
+    screenable = np.all(np.isfinite(query_norms))
+    for t in range(n_keys):
+        row = first + t
+        safe = screenable and 1e-30 <= norms2[t] <= 1e30
+        if not valid[row] or (safe and best[t] < 0):
+            continue
+        inverse_norm = 1.0 / np.sqrt(np.float64(norms2[t])) if safe else 0.0
+        for q in range(n_queries):  # the heaps as they stand now (the thresholds were the chunk's first)
+            if safe and heap_indices[q, 0] != _NO_INDEX and dots[t, q] * inverse_norm < heap_scores[q, 0] - margin:
+                continue
+            score = _exact_score(queries[q], query_norms[q], keys, row)
+            if _worse(heap_scores[q, 0], heap_indices[q, 0], score, row):
+                _offer(heap_scores[q], heap_indices[q], score, row)
 
 
 @njit(cache=True)
 def _merge_candidates(heap_scores, heap_indices):
-    """Merge the per-block heaps of each query into its k best, sorted best first."""
-    n_blocks, n_queries, k = heap_scores.shape
+    """Merge the per-worker heaps of each query into its k best, sorted best first."""
+    n_heaps, n_queries, k = heap_scores.shape
     top_scores = np.empty((n_queries, k), dtype=np.float32)
     top_indices = np.empty((n_queries, k), dtype=np.int64)
     scores = np.empty(k, dtype=np.float32)
@@ -139,10 +149,10 @@ def _merge_candidates(heap_scores, heap_indices):
     for q in range(n_queries):
         scores[:] = heap_scores[0, q]
         indices[:] = heap_indices[0, q]
-        for block in range(1, n_blocks):
+        for heap in range(1, n_heaps):
             for place in range(k):
-                if heap_indices[block, q, place] != _NO_INDEX:
-                    _offer(scores, indices, heap_scores[block, q, place], heap_indices[block, q, place])
+                if heap_indices[heap, q, place] != _NO_INDEX:
+                    _offer(scores, indices, heap_scores[heap, q, place], heap_indices[heap, q, place])
         for size in range(k, 0, -1):  # pop the worst to the back: heap sort, best first
             top_scores[q, size - 1] = scores[0]
             top_indices[q, size - 1] = indices[0]
@@ -151,10 +161,22 @@ def _merge_candidates(heap_scores, heap_indices):
     return top_scores, top_indices
 
 
-def topk_cosine(queries, keys, k: int, valid=None):
+_pool_lock = threading.Lock()
+_pool: list = []  # one ThreadPoolExecutor of usable_cores() threads, made on the first parallel search
+
+
+def _executor() -> ThreadPoolExecutor:
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="topk"))
+        return _pool[0]
+
+
+def topk_cosine(queries, keys, k: int, valid=None, workers: int | None = None):
     """Exact top-k cosine similarity search (rules in the module docstring).
 
-    queries: (Q, r) or (r,); keys: (N, r); valid: optional bool (N,) mask of live rows.
+    queries: (Q, r) or (r,); keys: (N, r); valid: optional bool (N,) mask of live rows;
+    workers: threads scanning chunks (default: one for small stores, else the free cores).
     Returns (indices (Q, k') int64, scores (Q, k') float32), k' = min(k, valid rows); a 1-D
     query gives 1-D results.
     """
@@ -175,15 +197,26 @@ def topk_cosine(queries, keys, k: int, valid=None):
     n_queries, kept = queries.shape[0], min(int(k), int(np.count_nonzero(valid)))
     if kept == 0 or n_queries == 0:
         indices, scores = np.zeros((n_queries, kept), np.int64), np.zeros((n_queries, kept), np.float32)
-    else:
-        queries = np.ascontiguousarray(queries, dtype=np.float64)
-        n_blocks = (keys.shape[0] + KEYS_PER_BLOCK - 1) // KEYS_PER_BLOCK
-        heap_scores = np.full((n_blocks, n_queries, kept), -np.inf, dtype=np.float32)
-        heap_indices = np.full((n_blocks, n_queries, kept), _NO_INDEX, dtype=np.int64)
-        tasks = n_blocks * ((n_queries + QUERIES_PER_GROUP - 1) // QUERIES_PER_GROUP)
-        scan = _scan_parallel if tasks > 1 and keys.size * n_queries >= PARALLEL_MIN_WORK else _scan_serial
-        scan(queries, row_norms(queries), keys, valid, heap_scores, heap_indices)
-        scores, indices = _merge_candidates(heap_scores, heap_indices)
+        return (indices[0], scores[0]) if single else (indices, scores)
+    queries = np.ascontiguousarray(queries, dtype=np.float64)
+    query_norms = row_norms(queries)
+    unit_queries_t = np.ascontiguousarray((queries / np.where(query_norms == 0, 1.0, query_norms)[:, None]).T,
+                                          dtype=np.float32)
+    n_chunks = -(-keys.shape[0] // KEYS_PER_CHUNK)
+    if workers is None:
+        workers = 1 if keys.shape[0] < PARALLEL_MIN_KEYS else free_cores()
+    workers = max(1, min(int(workers), n_chunks))
+    heap_scores = np.full((workers, n_queries, kept), -np.inf, dtype=np.float32)
+    heap_indices = np.full((workers, n_queries, kept), _NO_INDEX, dtype=np.int64)
+
+    def scan(worker: int) -> None:
+        for first in range(worker * KEYS_PER_CHUNK, keys.shape[0], workers * KEYS_PER_CHUNK):
+            dots = keys[first:first + KEYS_PER_CHUNK] @ unit_queries_t
+            _screen_chunk(dots, first, queries, query_norms, keys, valid, heap_scores[worker], heap_indices[worker])
+
+    with blas_threads(1):  # the workers are the parallelism; a BLAS pool on these thin products only waits
+        list(_executor().map(scan, range(workers))) if workers > 1 else scan(0)
+    scores, indices = _merge_candidates(heap_scores, heap_indices)
     return (indices[0], scores[0]) if single else (indices, scores)
 
 

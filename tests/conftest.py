@@ -1,5 +1,12 @@
 """Fixtures shared by the test files of several stages."""
+import os
+
 import pytest
+
+# A fixed thread count for the suite and the commands it runs: by default the pools follow the
+# machine's load (mlot.architecture.threads), and sums split over another number of threads differ
+# in their last bits, where the resume tests compare losses exactly.
+os.environ.setdefault("MLOT_THREADS", "1")
 
 from mlot.tokenization.generate_corpus import generate_corpus
 from mlot.tokenization.tokenize_data import tokenize_corpus

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mlot.memory.kernels import KEYS_PER_BLOCK, QUERIES_PER_GROUP, topk_cosine
+from mlot.memory.kernels import KEYS_PER_CHUNK, topk_cosine
 
 
 def brute_force_topk(queries, keys, k, valid=None):
@@ -20,8 +20,8 @@ def brute_force_topk(queries, keys, k, valid=None):
     return indices, np.take_along_axis(scores, indices, axis=1)
 
 
-def check_against_brute_force(queries, keys, k, valid=None):
-    indices, scores = topk_cosine(queries, keys, k, valid)
+def check_against_brute_force(queries, keys, k, valid=None, workers=None):
+    indices, scores = topk_cosine(queries, keys, k, valid, workers)
     expected_indices, expected_scores = brute_force_topk(queries, keys, k, valid)
     if np.ndim(queries) == 1:
         expected_indices, expected_scores = expected_indices[0], expected_scores[0]
@@ -88,26 +88,26 @@ def test_nan_ranks_last_and_never_hides_a_row():
     assert indices.tolist() == [0, 1] and np.all(scores == -np.inf)
 
 
-def test_many_blocks_and_query_groups_merge_exactly():
-    """More keys than one block and more queries than one group: the parallel path and the merge."""
-    n_keys = 2 * KEYS_PER_BLOCK + 123
-    keys = rng.integers(-2, 3, (n_keys, 3)).astype(np.float32)  # exact ties across blocks
-    queries = rng.integers(-2, 3, (QUERIES_PER_GROUP + 5, 3)).astype(np.float32)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_many_chunks_and_workers_merge_exactly(workers):
+    """More keys than one chunk, chunks shared among workers: the heaps' merge keeps exact ties."""
+    n_keys = 2 * KEYS_PER_CHUNK + 123
+    keys = rng.integers(-2, 3, (n_keys, 3)).astype(np.float32)  # exact ties across chunks
+    queries = rng.integers(-2, 3, (69, 3)).astype(np.float32)
     valid = rng.random(n_keys) < 0.9
-    check_against_brute_force(queries, keys, 9, valid)
+    check_against_brute_force(queries, keys, 9, valid, workers=workers)
     keys = rng.standard_normal((n_keys, 3)).astype(np.float32)
-    check_against_brute_force(queries[:2], keys, 3)
+    check_against_brute_force(queries[:2], keys, 3, workers=workers)
 
 
-def test_shapes_and_errors():
-    keys = rng.standard_normal((10, 4)).astype(np.float32)
-    indices, scores = topk_cosine(keys[0], keys, 3)
-    assert indices.shape == scores.shape == (3,) and indices[0] == 0
-    assert topk_cosine(keys[:2], keys, 0)[0].shape == (2, 0)
-    assert topk_cosine(np.zeros((2, 4)), np.zeros((0, 4)), 3)[0].shape == (2, 0)
-    with pytest.raises(ValueError, match="queries"):
-        topk_cosine(np.zeros((2, 3)), keys, 1)
-    with pytest.raises(ValueError, match="k must be"):
-        topk_cosine(keys, keys, -1)
-    with pytest.raises(ValueError, match="valid"):
-        topk_cosine(keys, keys, 1, valid=np.ones(9, dtype=bool))
+def test_screen_never_drops_a_key_it_cannot_bound():
+    """Cosines that rise by ~1e-10 per key along the store (well inside the float32 screen's error,
+    so every chunk's best must displace the last one's), and keys whose float32 squared norms
+    overflow or underflow (scored exactly, never screened out), rank as brute force ranks them."""
+    n_keys = 3 * KEYS_PER_CHUNK
+    u, v = np.linalg.qr(rng.standard_normal((64, 2)))[0].T  # orthonormal directions
+    cosines = 0.3 + 1e-6 * np.arange(n_keys) / n_keys
+    keys = (cosines[:, None] * u + np.sqrt(1 - cosines ** 2)[:, None] * v).astype(np.float32)
+    keys[-5] = u * np.float32(1e25)   # |k|^2 overflows float32; the best key of all
+    keys[-9] = u * np.float32(1e-22)  # |k|^2 underflows; ties with it
+    check_against_brute_force(np.stack([u, u + 0.5 * v, v]).astype(np.float32), keys, 16, workers=2)

@@ -19,6 +19,7 @@ MISSING = "absent/nothing_here.file"  # joined to the test's tmp_path: never exi
 COMMANDS = {
     "01-architecture/benchmark.py": (["--steps"], None),
     "01-architecture/demo.py": (["--steps"], None),
+    "01-architecture/busy_load.py": (["--processes"], None),
     "02-memory/benchmark_retrieval.py": (["--k"], None),
     "03-tokenization/tokenize_data.py": (["--vocab_size"], ["--input", MISSING]),
     "03-tokenization/generate_corpus.py": (["--seed"], None),
