@@ -162,9 +162,8 @@ class MemoryStageConfig(JsonConfig):
     val_examples: int = 256         # the file's last dialogues, held out
 
     def validate(self):
-        check(self.alignment_steps >= 0, "alignment_steps", f"must be >= 0, got {self.alignment_steps}")
-        check(self.val_examples > 0, "val_examples", f"must be > 0, got {self.val_examples}")
-        check(self.distractors >= 0, "distractors", f"must be >= 0, got {self.distractors}")
+        for key, least in (("alignment_steps", 0), ("val_examples", 1), ("distractors", 0)):
+            check(getattr(self, key) >= least, key, f"must be >= {least}, got {getattr(self, key)}")
         for key in ("retriever_lr", "semantic_lr", "gate_lr", "alignment_temperature"):
             check(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key,
                   f"must be a finite number > 0, got {getattr(self, key)}")

@@ -3,18 +3,16 @@
     python 05-training/train.py --stage recall --base checkpoints/latest_checkpoint.pt --checkpoint_dir recall_run/
 
 Random-span reconstruction spends nearly all of its loss on filler, and a model trained with it
-alone never learned to copy a pass key (06-evaluation/README.md). Here every step is what the
-memory benchmarks ask, on training seeds (never the benchmarks'): each row reads a context into
-memory segment by segment, the working cache on, as the benchmarks do: a memory task
-(03-tokenization/memory_tasks.py: pass keys, key-value pairs with overwrites, facts over several
-sentences; 1..max_windows working windows long), or in a story_share of batches a story of the
-default corpus's world that asks what it stated hundreds of tokens before, or in a chat_share a
-chat laid out as ChatSession archives it (a fact told, then other talk). Part A is the question,
-the answer masked; the cross-entropy covers the answer span only. Every parameter trains (from
---base); `replay_rows` documents of the base's training data are reconstructed beside the
-questions each step: the answer loss alone wore the language model away (bits per byte 0.85 ->
-2.61 in 600 steps; the copy switch learned to copy everywhere). Validation: held-out cases (their
-own seed range), answer loss and exact match under teacher forcing.
+alone never learned to copy a pass key (06-evaluation/README.md). Here each row reads, segment by
+segment with the working cache on as the memory benchmarks do, a context on a training seed
+(never the benchmarks'): a memory task (03-tokenization/memory_tasks.py: pass keys, key-value
+pairs with overwrites, facts over several sentences; 1..max_windows working windows), or in a
+story_share of batches a corpus story asking what it stated hundreds of tokens before, or in a
+chat_share a chat laid out as ChatSession archives it. Part A is the question, the answer masked;
+the loss covers the answer only. Every parameter but the memory gates trains; beside the
+questions, replay_rows documents of the base's data get pretraining's objectives (replay_loss),
+without which practice wore the language model away (bits per byte 0.85 -> 2.61 in 600 steps).
+Validation: held-out cases, answer loss and exact match under teacher forcing.
 """
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ from mlot.tokenization.memory_tasks import associative_recall_case, fact_case, p
 from mlot.tokenization.synthetic_documents import practice_recall_case
 from mlot.tokenization.tokenized_data import TokenizedData
 from mlot.tokenization.tokenizer import Tokenizer
-from mlot.training.loss_functions import reconstruction_loss
+from mlot.training.loss_functions import DEFAULT_WEIGHTS, coherence_loss, reconstruction_loss
 from mlot.training.stages import Stage, StepLoss
 from mlot.training.trained_model import SEMANTIC_PREFIX
 from mlot.training.training_loop import arrays_under, stream_rng
@@ -49,7 +47,7 @@ REPLAY_SCALES = SpanScales(mask_ratio=0.15, short_span_fraction=0.6, short_span_
 @dataclasses.dataclass
 class RecallConfig(JsonConfig):
     """The `recall` section (training.lr is every parameter's rate but the gates')."""
-    gate_lr: float = 3e-2           # memory gates, no weight decay
+    gate_lr: float = 0.0            # memory gates, no weight decay; 0: kept as the base's (05 README)
     max_windows: int = 4            # contexts of 1..max_windows working windows (retrieval is by content)
     passkey_share: float = 0.4      # the rest: associative recall 0.4, facts 0.2 of what remains
     story_share: float = 0.0        # of batches: corpus stories asking an earlier fact (evaluate.py's recall)
@@ -58,15 +56,14 @@ class RecallConfig(JsonConfig):
     replay_rows: int = 0            # training documents reconstructed beside the questions each step (0: none)
 
     def validate(self):
-        check(math.isfinite(self.gate_lr) and self.gate_lr > 0, "gate_lr", f"must be a finite number > 0, "
-                                                                          f"got {self.gate_lr}")
-        check(self.max_windows >= 1, "max_windows", f"must be >= 1, got {self.max_windows}")
+        check(math.isfinite(self.gate_lr) and self.gate_lr >= 0, "gate_lr", f"must be a finite number >= 0, "
+                                                                           f"got {self.gate_lr}")
+        for key, least in (("max_windows", 1), ("val_cases", 1), ("replay_rows", 0)):
+            check(getattr(self, key) >= least, key, f"must be >= {least}, got {getattr(self, key)}")
         for key in ("passkey_share", "story_share", "chat_share"):
             check(0 <= getattr(self, key) <= 1, key, f"must lie in [0, 1], got {getattr(self, key)}")
         check(self.story_share + self.chat_share <= 1, "chat_share",
               f"story_share + chat_share must be <= 1, got {self.story_share + self.chat_share}")
-        check(self.val_cases >= 1, "val_cases", f"must be >= 1, got {self.val_cases}")
-        check(self.replay_rows >= 0, "replay_rows", f"must be >= 0, got {self.replay_rows}")
 
 
 def practice_case(seed: int, window: int, config: RecallConfig, count_tokens) -> dict:
@@ -85,7 +82,7 @@ def practice_case(seed: int, window: int, config: RecallConfig, count_tokens) ->
 class RecallStage(Stage):
     name = "recall"
     config_class = RecallConfig
-    trains = "every parameter"
+    trains = "every parameter (the memory gates only with recall.gate_lr > 0)"
     semantic_from_base = True  # practice reads none, but the plan's model should hold what pretraining distilled
 
     def __init__(self, model, tokenizer_folder, train, config: RecallConfig, base: dict):
@@ -96,15 +93,15 @@ class RecallStage(Stage):
 
     def parameter_groups(self, train) -> list:
         groups = self.model.parameter_groups()
+        for gate in groups["gates"]:
+            gate.requires_grad = self.config.gate_lr > 0
         return [{"name": "model", "params": groups["backbone"] + groups["episodic"] + groups["semantic"],
                  "lr": train.lr, "weight_decay": train.weight_decay},
                 {"name": "gates", "params": groups["gates"], "lr": self.config.gate_lr, "weight_decay": 0.0}]
 
     def question_batch(self, first_seed: int, count: int):
-        """Read the contexts of cases first_seed.. into memory rows; the questions, answers masked.
-
-        A batch is of one sort, drawn from its first seed: stories, chats or memory tasks (a long
-        story in one row would make every row of the batch read as long)."""
+        """Read the contexts of cases first_seed.. into memory rows; the questions, answers masked. A batch
+        is of one sort (a long story in one row would make every row read as long), drawn from its seed."""
         model, tokenizer, config = self.model, self.tokenizer, self.config
         sort = np.random.default_rng([first_seed, 1]).random()
         if config.story_share <= sort < config.story_share + config.chat_share:
@@ -130,9 +127,8 @@ class RecallStage(Stage):
         return make_infill_batch(questions, spans, model.special), sum(len(p) for case in cases for p in case[0])
 
     def chat_case(self, seed: int, batch_seed: int):
-        """(turns, question, answer) ids of a training chat laid out as ChatSession archives it: the fact,
-        other talk (as many turns in every row of a batch), then the question, whose answer names the
-        fact; or, in a CHAT_REPLY_SHARE of batches, the last turn of talk, whose answer is its reply."""
+        """(turns, question, answer) ids of a chat as ChatSession archives it: the fact, other talk (as many
+        turns in every row of a batch), the question; or in CHAT_REPLY_SHARE of batches the reply to talk."""
         batch_rng = np.random.default_rng([batch_seed, 2])
         other_turns = int(batch_rng.integers(2, 13))
         script = chat_script(seed, CHAT_KINDS[seed % len(CHAT_KINDS)], other_turns)
@@ -152,26 +148,38 @@ class RecallStage(Stage):
         answer = reconstruction_loss(self.model, self.model(batch), batch)[0]
         terms = {"loss_answer": answer.item()}
         if self.replay is not None:
-            replayed, read = self.replay_batch(step)
-            replay = reconstruction_loss(self.model, self.model(replayed), replayed)[0]
+            replay, read = self.replay_loss(step)
             terms["loss_replay"], answer, tokens = replay.item(), answer + replay, tokens + read
         return StepLoss(answer, {"loss": answer.item(), **terms}, tokens)
 
-    def replay_batch(self, step: int):
-        """replay_rows training documents: a segment of each read into a fresh memory, the next one's
-        REPLAY_SCALES spans to reconstruct (the question batch's memory is done with by now)."""
+    def replay_loss(self, step: int):
+        """Pretraining's objectives on replay_rows documents: a segment reconstructed from a fresh memory,
+        written, the next reconstructed with it (odd rows: its end, a continuation as bits per byte
+        scores it, which practice's answers had worn away), the pair's order judged as validation
+        judges it. Returns (loss, tokens read)."""
         model, split, rng = self.model, self.replay, stream_rng(self.train_config.seed, "replay", step)
-        segment = model.config.segment_len
-        reads, asked = [], []
+        segment, span = model.config.segment_len, model.config.max_span_len
+        firsts, seconds = [], []
         for doc in rng.integers(len(split), size=self.config.replay_rows):
             text = np.asarray(split.document(int(doc)), dtype=np.int64)
-            start = int(rng.integers(segment, len(text) - 1)) if len(text) > segment + 1 else 0  # where the asked
-            reads.append(text[max(start - segment, 0):start])                                     # segment starts
-            asked.append(text[start:start + segment])
-        model.reset_memory(batch_size=len(reads))
-        model.write_memory(reads)
-        spans = [sample_spans(len(ids), REPLAY_SCALES, rng, model.config.max_span_len) for ids in asked]
-        return make_infill_batch(asked, spans, model.special), sum(map(len, reads + asked))
+            start = int(rng.integers(segment, len(text) - 1)) if len(text) > segment + 1 else 0  # where the
+            firsts.append(text[max(start - segment, 0):start])                                    # second starts
+            seconds.append(text[start:start + segment])
+        model.reset_memory(batch_size=len(firsts))
+        loss, previous = 0.0, None
+        for part, segments in enumerate((firsts, seconds)):
+            spans = [sample_spans(len(ids), REPLAY_SCALES, rng, span) if part == 0 or row % 2 == 0 or len(ids) < 2
+                     else [(max(1, len(ids) - span), len(ids))] for row, ids in enumerate(segments)]
+            batch = make_infill_batch(segments, spans, model.special)
+            out = model(batch)
+            loss = loss + reconstruction_loss(model, out, batch)[0]
+            if part == 0:
+                previous = out.segment_states.data
+                model.write_memory(firsts)
+        has_previous, swapped = np.array([len(ids) > 0 for ids in firsts]), rng.random(len(firsts)) < 0.5
+        coherence = coherence_loss(model, out.segment_states, previous, has_previous, swapped)[0]
+        weight = DEFAULT_WEIGHTS["coherence"] / DEFAULT_WEIGHTS["reconstruction"]
+        return (loss if coherence is None else loss + coherence * weight), sum(map(len, firsts + seconds))
 
     def validate(self) -> dict:
         B, total, nll, targets, exact = self.train_config.batch_size, self.config.val_cases, 0.0, 0, 0
