@@ -35,7 +35,7 @@ from numba.extending import intrinsic, overload
 
 # Flags for loops with reductions: reassoc lets sums vectorise; no nnan/ninf (see above).
 _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
-# _exp is compiled without reassoc, which would merge its two-part ln2 reduction (also fenced: _fence).
+# _exp is compiled without reassoc, which would merge its two-part ln2 reduction (also kept apart: _fma).
 _EXP_FASTMATH = {"nsz", "arcp", "contract"}
 
 _ROWS_PER_BLOCK = 64  # rows per partial sum of a cross-row reduction (dweight, dbias)
@@ -48,10 +48,12 @@ def _kernel(dtype_arg=0):
     for other dtypes (float64 gradient checks, where speed does not matter and a parallel
     compile takes about four times as long). The returned function picks by the dtype of
     args[dtype_arg]; the two dispatchers never see the same signature, so they can share
-    the function's on-disk cache entry."""
+    the function's on-disk cache entry. NumPy's error model: a division by zero gives inf or
+    NaN instead of raising, whose check was a branch that kept every loop with a division
+    (gelu) from vectorising."""
     def decorate(function):
-        threaded = njit(cache=True, parallel=True, fastmath=_FASTMATH)(function)
-        serial = njit(cache=True, fastmath=_FASTMATH)(function)
+        threaded = njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")(function)
+        serial = njit(cache=True, fastmath=_FASTMATH, error_model="numpy")(function)
 
         @functools.wraps(function)
         def kernel(*args, **kwargs):
@@ -67,32 +69,32 @@ def _kernel(dtype_arg=0):
 # exp that vectorises
 
 
-def _fence(value):
-    """`value`, computed as written whatever fast-math flags the code around it carries (LLVM's
-    `arithmetic.fence`). It keeps the two-part ln2 reduction of `_exp` apart even where `_exp` is
-    compiled inside a `reassoc` kernel: Numba's parallel kernels loaded from its cache are, and
-    without the fence their exp differed in the last bit from the freshly compiled one (so a
-    process that compiled a kernel and one that loaded it did not compute the same losses).
-    This Python body runs only under NUMBA_DISABLE_JIT."""
-    return value
+def _fma(a, b, c):
+    """a * b + c rounded once (LLVM's `fma`, a hardware instruction on x86-64 since 2013). It
+    keeps the two-part ln2 reduction of `_exp` apart where `_exp` is inlined into a `reassoc`
+    kernel, as Numba's parallel kernels loaded from its cache are (without it their exp differed
+    in the last bit from the freshly compiled one), and unlike LLVM's `arithmetic.fence`, which
+    did the same before, it vectorises. This Python body (rounded twice) runs only under
+    NUMBA_DISABLE_JIT."""
+    return a * b + c
 
 
 @intrinsic
-def _llvm_arithmetic_fence(typingctx, value):
+def _llvm_fma(typingctx, a, b, c):
     def codegen(context, builder, signature, args):
         float_ir = args[0].type
-        name = "llvm.arithmetic.fence.f32" if float_ir == ir.FloatType() else "llvm.arithmetic.fence.f64"
-        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_ir, [float_ir]), name)
+        name = "llvm.fma.f32" if float_ir == ir.FloatType() else "llvm.fma.f64"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_ir, [float_ir] * 3), name)
         return builder.call(function, args)
 
-    if value not in (types.float32, types.float64):
+    if not a == b == c or a not in (types.float32, types.float64):
         return None
-    return value(value), codegen
+    return a(a, b, c), codegen
 
 
-@overload(_fence)
-def _fence_typed(value):
-    return lambda value: _llvm_arithmetic_fence(value)
+@overload(_fma)
+def _fma_typed(a, b, c):
+    return lambda a, b, c: _llvm_fma(a, b, c)
 
 
 def _build_exp(float_t, int_t, mantissa_bits, n_terms, ln2_hi, ln2_lo):
@@ -116,7 +118,7 @@ def _build_exp(float_t, int_t, mantissa_bits, n_terms, ln2_hi, ln2_lo):
         t = v_clamped * log2e
         k = int_t(t + half) if t >= zero else int_t(t - half)  # round half away from 0
         k_float = float_t(k)
-        r = _fence(v - k_float * c_hi) - k_float * c_lo  # uses v itself, so NaN propagates
+        r = _fma(-k_float, c_lo, _fma(-k_float, c_hi, v))  # uses v itself, so NaN propagates
         poly = zero
         for c in taylor:
             poly = (poly + c) * r

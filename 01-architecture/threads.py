@@ -20,6 +20,8 @@ from pathlib import Path
 import numba
 from threadpoolctl import ThreadpoolController
 
+from mlot.architecture.cli import UserError
+
 REFRESH_SECONDS = 0.5
 ENVIRONMENT_VARIABLE = "MLOT_THREADS"
 
@@ -50,7 +52,9 @@ def free_cores() -> int:
     """Threads worth running now: MLOT_THREADS if set, else usable cores minus other runnable tasks (>= 1)."""
     fixed = os.environ.get(ENVIRONMENT_VARIABLE)
     if fixed:
-        return max(1, int(fixed))
+        if not fixed.isdigit() or int(fixed) < 1:
+            raise UserError(f"{ENVIRONMENT_VARIABLE} must be a whole number >= 1, got {fixed!r}")
+        return int(fixed)
     now = time.monotonic()
     if now - _last[0] >= REFRESH_SECONDS:
         others = _others_running()

@@ -8,6 +8,7 @@ from threadpoolctl import threadpool_info
 
 from mlot.architecture import threads
 from mlot.architecture.busy_load import busy_processes
+from mlot.architecture.cli import UserError
 
 linux_only = pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="reads /proc (Linux)")
 
@@ -56,3 +57,10 @@ def test_free_cores_are_usable_cores_minus_others(monkeypatch):
     assert threads.free_cores() == 1  # re-read only after REFRESH_SECONDS
     monkeypatch.setattr(threads, "_last", [-1.0, 1])
     assert threads.free_cores() == 4
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_override_is_a_user_error(monkeypatch, value):
+    monkeypatch.setenv(threads.ENVIRONMENT_VARIABLE, value)
+    with pytest.raises(UserError, match=threads.ENVIRONMENT_VARIABLE):
+        threads.free_cores()
