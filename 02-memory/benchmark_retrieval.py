@@ -86,7 +86,6 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-
     time.sleep(1.0 if args.load else 0.0)  # the busy processes start running
     workers = args.workers or free_cores()
     pool = ThreadPoolExecutor(max_workers=workers)

@@ -91,10 +91,8 @@ def convergence_rate(steps: np.ndarray, losses: np.ndarray, window: int) -> floa
     steps, losses = steps[keep][-window:], losses[keep][-window:]
     if len(steps) < 2 or np.ptp(steps) == 0:
         return None
-    centred = steps - steps.mean()
-    log_loss = np.log(losses)
-    slope = float(np.dot(centred, log_loss - log_loss.mean()) / np.dot(centred, centred))
-    return slope * 1000.0
+    centred, log_loss = steps - steps.mean(), np.log(losses)
+    return 1000.0 * float(np.dot(centred, log_loss - log_loss.mean()) / np.dot(centred, centred))
 
 
 def training_seconds(records: list[dict]) -> float | None:

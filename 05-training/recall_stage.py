@@ -56,8 +56,7 @@ class RecallConfig(JsonConfig):
     replay_rows: int = 0            # training documents reconstructed beside the questions each step (0: none)
 
     def validate(self):
-        check(math.isfinite(self.gate_lr) and self.gate_lr >= 0, "gate_lr", f"must be a finite number >= 0, "
-                                                                           f"got {self.gate_lr}")
+        check(math.isfinite(self.gate_lr) and self.gate_lr >= 0, "gate_lr", f"must be finite, >= 0: {self.gate_lr}")
         for key, least in (("max_windows", 1), ("val_cases", 1), ("replay_rows", 0)):
             check(getattr(self, key) >= least, key, f"must be >= {least}, got {getattr(self, key)}")
         for key in ("passkey_share", "story_share", "chat_share"):
