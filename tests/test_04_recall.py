@@ -4,8 +4,10 @@ asked for three segments later, beyond the working cache, so only episodic memor
 Learning here is slow and uneven: when written, 300 steps of 32 documents gave exact match 0.80
 with memory; after exp's last bit changed (01-architecture/kernels.py, `_fence`) the same run gave
 0.24 at 300 steps. Measured since, memory on / off at 300, 400, 500, 600 steps: seed 0 0.24, 0.45,
-0.56, 0.50 / 0.11; seed 1 0.31, 0.75, 0.75, 0.83 / 0.11-0.15 (chance is 1/8). The test trains 500
-steps and asserts >= 0.4 with memory against <= 0.2 without.
+0.56, 0.50 / 0.11; seed 1 0.31, 0.75, 0.75, 0.83 / 0.11-0.15 (chance is 1/8); after the thread
+pools and the retrieval kernel changed (issue 18), seed 0 was at 0.11 after 500 steps. So the test
+trains until 0.45 on cases of its own (checked every 100 steps from 400, at most MAX_STEPS), then
+asserts >= 0.4 with memory against <= 0.2 without on other cases (800 steps today: 0.51 / 0.11).
 """
 import numpy as np
 
@@ -17,6 +19,7 @@ from mlot.model.model import MLoTSpark
 
 SEGMENT, CHUNK, N_KEYS, KEY0, VALUE0, FILLER0, VOCAB = 16, 4, 8, 10, 20, 30, 160
 KEY_MARK = 7  # "key:" marker token
+MAX_STEPS = 1000
 
 
 def recall_documents(rng, batch):
@@ -67,16 +70,18 @@ def test_episodic_memory_recalls_a_value_beyond_the_working_cache():
     optimizer = AdamW([{"params": groups["backbone"] + groups["episodic"], "lr": 3e-3, "weight_decay": 0.0},
                        {"params": groups["gates"], "lr": 3e-2, "weight_decay": 0.0}])
     rng = np.random.default_rng(0)
-    for _ in range(500):
+    for step in range(1, MAX_STEPS + 1):
         batch = read_and_ask(model, recall_documents(rng, 32))
         out = model(batch)
         loss = F.cross_entropy(model.logits(out.hidden), batch.targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if step % 100 == 0 and step >= 400 and exact_match(model, np.random.default_rng(98)) >= 0.45:
+            break  # judged on other cases than the asserted ones below
 
     with_memory = exact_match(model, np.random.default_rng(99))
     model.set_memory(episodic=False)
     without_memory = exact_match(model, np.random.default_rng(99))
-    print(f"exact match: memory on {with_memory:.2f}, memory off {without_memory:.2f}")
+    print(f"after {step} steps, exact match: memory on {with_memory:.2f}, memory off {without_memory:.2f}")
     assert with_memory >= 0.4 and without_memory <= 0.2, (with_memory, without_memory)

@@ -161,8 +161,8 @@ def test_a_non_finite_step_is_skipped_and_training_goes_on(base, tiny_dataset, f
             return result
         if fault == "loss":  # NaN in the loss itself
             return StepLoss(result.total * float("nan"), {**result.terms, "loss": float("nan")}, result.tokens)
-        gate = model.parameter_groups()["gates"][0]  # sqrt at 0: a finite loss whose gradient is NaN
-        return StepLoss(result.total + (gate.sum() * Tensor(np.float32(0.0))).sqrt(), result.terms, result.tokens)
+        weight = model.parameter_groups()["backbone"][0]  # sqrt at 0: a finite loss whose gradient is NaN
+        return StepLoss(result.total + (weight.sum() * Tensor(np.float32(0.0))).sqrt(), result.terms, result.tokens)
 
     stage.loss = faulty_loss
     trainer.train_step()
