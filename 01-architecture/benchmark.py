@@ -6,8 +6,9 @@ For each config: forward + backward + AdamW update, timed step by step after war
 median gives tokens/s. Our step sizes its BLAS and Numba pools to the free cores before each
 step, as the training loop does (mlot.architecture.threads); PyTorch runs with its defaults, as a
 user's would. `--load N` runs N busy single-threaded processes (busy_load.py) while both
-engines are measured, a laptop doing something else. FLOPs per token follow the PyTorch twin (6 N + 12 L T d), so that
-achieved GFLOP/s and MFU (against an sgemm peak measured here) compare like with like. When
+engines are measured, a laptop doing something else. FLOPs per token follow the PyTorch twin
+(6 N + 12 L T d), so that achieved GFLOP/s and MFU (against an sgemm peak measured here) compare
+like with like. When
 PyTorch is importable, `../shared/bench/torch_twin.py` runs the same configs in a subprocess.
 """
 from __future__ import annotations

@@ -214,8 +214,11 @@ def topk_cosine(queries, keys, k: int, valid=None, workers: int | None = None):
             dots = keys[first:first + KEYS_PER_CHUNK] @ unit_queries_t
             _screen_chunk(dots, first, queries, query_norms, keys, valid, heap_scores[worker], heap_indices[worker])
 
-    with blas_threads(1):  # the workers are the parallelism; a BLAS pool on these thin products only waits
-        list(_executor().map(scan, range(workers))) if workers > 1 else scan(0)
+    if workers == 1:
+        scan(0)
+    else:
+        with blas_threads(1):  # the workers are the parallelism; a BLAS pool on these thin products only waits
+            list(_executor().map(scan, range(workers)))
     scores, indices = _merge_candidates(heap_scores, heap_indices)
     return (indices[0], scores[0]) if single else (indices, scores)
 
