@@ -19,7 +19,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from numba import njit
 
 from mlot.architecture.busy_load import busy_processes

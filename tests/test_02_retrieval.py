@@ -111,3 +111,17 @@ def test_screen_never_drops_a_key_it_cannot_bound():
     keys[-5] = u * np.float32(1e25)   # |k|^2 overflows float32; the best key of all
     keys[-9] = u * np.float32(1e-22)  # |k|^2 underflows; ties with it
     check_against_brute_force(np.stack([u, u + 0.5 * v, v]).astype(np.float32), keys, 16, workers=2)
+
+
+def test_shapes_and_errors():
+    keys = rng.standard_normal((10, 4)).astype(np.float32)
+    indices, scores = topk_cosine(keys[0], keys, 3)
+    assert indices.shape == scores.shape == (3,) and indices[0] == 0
+    assert topk_cosine(keys[:2], keys, 0)[0].shape == (2, 0)
+    assert topk_cosine(np.zeros((2, 4)), np.zeros((0, 4)), 3)[0].shape == (2, 0)
+    with pytest.raises(ValueError, match="queries"):
+        topk_cosine(np.zeros((2, 3)), keys, 1)
+    with pytest.raises(ValueError, match="k must be"):
+        topk_cosine(keys, keys, -1)
+    with pytest.raises(ValueError, match="valid"):
+        topk_cosine(keys, keys, 1, valid=np.ones(9, dtype=bool))
