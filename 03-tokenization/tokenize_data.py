@@ -6,7 +6,10 @@
 Two streaming passes over the input: the first counts documents (and the words the trainer
 needs), the second encodes documents in batches and appends them to train.bin / val.bin.
 Memory stays bounded by one batch of text plus the distinct-word table, whatever the corpus size.
-Documents go to val at random (exactly round(val_fraction * n) of them, seeded).
+A document is a whole file (a book stays one document, however long), a JSONL record or, with
+--split blank_line, a block. Documents go to val whole and at random (exactly
+round(val_fraction * n) of them, seeded); meta.json names them ("val_documents") and the
+command prints their names.
 """
 import sys
 from pathlib import Path
@@ -27,26 +30,30 @@ DEFAULT_VOCAB_SIZE = 4096
 BATCH_CHARS = 1 << 22  # characters of text encoded per kernel call in the second pass
 
 
+SHOWN_NAMES = 10  # held-out documents named on the terminal (meta.json lists them all)
+
+
 def _documents_by_file(files, split, jsonl_field, bar):
     """Documents of all files; the progress bar (in bytes) advances document by document."""
     for path in files:
         size = path.stat().st_size
         shown = 0
-        for text in iter_documents([path], split, jsonl_field):
-            step = min(len(text), size - shown)
+        for document in iter_documents([path], split, jsonl_field):
+            step = min(len(document.text), size - shown)
             bar.update(step)
             shown += step
-            yield text
+            yield document
         bar.update(size - shown)
 
 
-def _batches(texts, max_chars: int):
-    """Lists of consecutive texts holding about max_chars characters each."""
-    batch: list[str] = []
+def _batches(documents, max_chars: int):
+    """Lists of consecutive whole documents holding about max_chars characters each (a longer
+    document is a batch of its own, never cut)."""
+    batch: list = []
     size = 0
-    for text in texts:
-        batch.append(text)
-        size += len(text)
+    for document in documents:
+        batch.append(document)
+        size += len(document.text)
         if size >= max_chars:
             yield batch
             batch, size = [], 0
@@ -93,10 +100,10 @@ def tokenize_corpus(inputs, output, vocab_size: int = DEFAULT_VOCAB_SIZE, tokeni
     counter = WordCounter() if tokenizer is None else None
     n_documents = 0
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="reading", disable=not progress) as bar:
-        for text in _documents_by_file(files, split, jsonl_field, bar):
+        for document in _documents_by_file(files, split, jsonl_field, bar):
             n_documents += 1
             if counter is not None:
-                counter.add(text)
+                counter.add(document.text)
     if n_documents == 0:
         raise UserError(f"the corpus is empty: no non-empty document in {', '.join(map(str, inputs))}")
     if tokenizer is None:
@@ -105,21 +112,25 @@ def tokenize_corpus(inputs, output, vocab_size: int = DEFAULT_VOCAB_SIZE, tokeni
         tokenizer = train_from_counts(counter, vocab_size, SPECIAL_TOKENS)
     in_val = _validation_mask(n_documents, val_fraction, seed)
     counts = {"train": int(n_documents - in_val.sum()), "val": int(in_val.sum())}
+    val_names = []
     with TokenizedDataWriter(output, tokenizer, counts, overwrite) as writer:
         index = 0
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="encoding", disable=not progress) as bar:
             for batch in _batches(_documents_by_file(files, split, jsonl_field, bar), BATCH_CHARS):
-                ids, ends = tokenizer.encode_flat(batch)
+                ids, ends = tokenizer.encode_flat([document.text for document in batch])
                 starts = np.concatenate([[0], ends[:-1]])
-                for start, end in zip(starts.tolist(), ends.tolist()):
+                for document, start, end in zip(batch, starts.tolist(), ends.tolist()):
                     if index == n_documents:
                         raise TokenizedDataError("more documents than counted; did the input change while reading?")
                     writer.add("val" if in_val[index] else "train", ids[start:end])
+                    if in_val[index]:
+                        val_names.append(document.name)
                     index += 1
         return writer.commit({
             "sources": [str(name) for name in inputs], "source_files": len(files),
             "tokenizer_source": str(tokenizer_path) if tokenizer_path else "trained",
             "val_fraction": val_fraction, "seed": seed, "split": split, "jsonl_field": jsonl_field,
+            "val_documents": val_names,
         })
 
 
@@ -167,6 +178,10 @@ def main(argv=None) -> None:
     print(f"wrote {args.output}: vocab {meta['vocab_size']} ({meta['dtype']}), "
           f"train {meta['train']['documents']} documents / {meta['train']['tokens']} tokens, "
           f"val {meta['val']['documents']} documents / {meta['val']['tokens']} tokens")
+    names = meta["val_documents"]
+    if names:
+        more = f" and {len(names) - SHOWN_NAMES} more (meta.json names all)" if len(names) > SHOWN_NAMES else ""
+        print(f"held out: {', '.join(names[:SHOWN_NAMES])}{more}")
 
 
 if __name__ == "__main__":

@@ -37,11 +37,15 @@ class PretrainConfig(JsonConfig):
     semantic_lr: float = 3e-3       # GNN
     gate_lr: float = 3e-2           # memory gates: own group, no weight decay (they must be free to open)
     eval_batches: int = 4           # validation batches of batch_size held-out documents
+    # > 0: long documents (books) are read whole, in visits of up to this many tokens per epoch, each going
+    # on where the last stopped; 0: each document once per epoch from its start (batching.DocumentStream)
+    document_window: int = 0
     curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
     consolidation: ConsolidationConfig = dataclasses.field(default_factory=ConsolidationConfig)
 
     def validate(self):
         check(self.eval_batches > 0, "eval_batches", f"must be > 0, got {self.eval_batches}")
+        check(self.document_window >= 0, "document_window", f"must be >= 0 tokens, got {self.document_window}")
         for key in ("episodic_lr", "semantic_lr", "gate_lr"):
             check(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key,
                   f"must be a finite number > 0, got {getattr(self, key)}")
@@ -73,7 +77,8 @@ class PretrainStage(Stage):
         self.curriculum = Curriculum(config.curriculum)
         self.consolidator = world.consolidator(config.consolidation, train.batch_size)
         self.stream = DocumentStream(data.train.tokens, data.train.doc_starts, train.batch_size, train.seed,
-                                     n_levels=max(phase.max_doc_level for phase in self.curriculum.phases))
+                                     n_levels=max(phase.max_doc_level for phase in self.curriculum.phases),
+                                     window_tokens=config.document_window)
         self.rng = stream_rng(train.seed, "spans")
         local_rows = self.rows.stop - self.rows.start
         self.previous_states = np.zeros((local_rows, model.config.d_model), dtype=np.float32)

@@ -25,6 +25,7 @@ COMMANDS = {
     "03-tokenization/generate_corpus.py": (["--seed"], None),
     "03-tokenization/benchmark.py": (["--repeats"], ["--corpus", MISSING]),
     "03-tokenization/memory_training_corpus.py": (["--output", "x.jsonl", "--documents"], None),
+    "03-tokenization/kjv_books.py": (None, None),
     "05-training/train.py": (["--max_steps"], ["--dataset", MISSING]),
     "05-training/training_loop.py": (["--monitor", "--checkpoint_dir", ".", "--window"],
                                      ["--monitor", "--checkpoint_dir", MISSING]),
