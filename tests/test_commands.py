@@ -34,6 +34,7 @@ COMMANDS = {
     "06-evaluation/evaluate.py": (["--checkpoint", "x.pt", "--limit"],
                                   ["--checkpoint", "x.pt", "--memory_weights", MISSING]),
     "06-evaluation/memory_benchmarks.py": (["--checkpoint", "x.pt", "--cases"], ["--checkpoint", MISSING]),
+    "06-evaluation/bits_by_position.py": (["--checkpoint", "x.pt", "--max_docs"], ["--checkpoint", MISSING]),
     "07-inference/chat_benchmark.py": (["--checkpoint", "x.pt", "--other_turns"], ["--checkpoint", MISSING]),
     "06-evaluation/benchmark.py": (["--sizes"], None),
     "07-inference/generate.py": (["--prompt", "Hi", "--max_new_tokens"], ["--prompt", "Hi", "--checkpoint", MISSING]),
