@@ -30,7 +30,7 @@ DEFAULT_VOCAB_SIZE = 4096
 BATCH_CHARS = 1 << 22  # characters of text encoded per kernel call in the second pass
 
 
-SHOWN_NAMES = 10  # held-out documents named on the terminal (meta.json lists them all)
+SHOWN_NAMES = 5  # held-out documents named on the terminal (meta.json lists them all)
 
 
 def _documents_by_file(files, split, jsonl_field, bar):
