@@ -167,14 +167,14 @@ def bits_by_position(trained, data: TokenizedData, max_docs: int | None, max_seg
         else:
             model.set_memory(**switches)
             bits = by_bucket(model_bits_by_segment(model, documents, is_text, batch_size, progress, desc=name))
-        report["settings"][name] = {"bits": bits.tolist(), "bits_per_byte": _ratios(bits, n_bytes),
+        report["settings"][name] = {"bits": bits.tolist(), "bits_per_byte": bucket_ratios(bits, n_bytes),
                                     "all": float(bits.sum() / n_bytes.sum()) if n_bytes.sum() else None}
     model.set_memory(**SETTINGS["full"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 
-def _ratios(bits: np.ndarray, n_bytes: np.ndarray) -> list:
+def bucket_ratios(bits: np.ndarray, n_bytes: np.ndarray) -> list:
     """bits / bytes per bucket; None where a bucket has no bytes (documents too short to reach it)."""
     return [float(b / n) if n else None for b, n in zip(bits, n_bytes)]
 

@@ -35,6 +35,7 @@ COMMANDS = {
                                   ["--checkpoint", "x.pt", "--memory_weights", MISSING]),
     "06-evaluation/memory_benchmarks.py": (["--checkpoint", "x.pt", "--cases"], ["--checkpoint", MISSING]),
     "06-evaluation/bits_by_position.py": (["--checkpoint", "x.pt", "--max_docs"], ["--checkpoint", MISSING]),
+    "06-evaluation/twin_benchmark.py": (["--checkpoint", "x.pt", "--max_docs"], None),
     "07-inference/chat_benchmark.py": (["--checkpoint", "x.pt", "--other_turns"], ["--checkpoint", MISSING]),
     "06-evaluation/benchmark.py": (["--sizes"], None),
     "07-inference/generate.py": (["--prompt", "Hi", "--max_new_tokens"], ["--prompt", "Hi", "--checkpoint", MISSING]),
