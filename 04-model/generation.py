@@ -15,7 +15,7 @@ import numpy as np
 
 from mlot.architecture import no_grad
 from mlot.model.infilling import InfillBatch, make_infill_batch
-from mlot.model.model import MemoryRead, MLoTSpark
+from mlot.model.model import MemoryRead, MLoTSpark, preceding_text
 
 
 @dataclass
@@ -83,11 +83,12 @@ def fill_span(model: MLoTSpark, part_a, mask_position: int, part_b=(), max_new_t
     sampler = sampler or Sampler(temperature=0.0)
     limit = min(max_new_tokens, model.config.segment_len)
     tokens: list[int] = []
+    before = lambda span: preceding_text(model, part_a, mask_position, span)[None]  # noqa: E731
     with no_grad():
         batch = _layout(model, part_a, part_b, mask_position, tokens)
         out = model(batch)
         state = DecodeState(out.presents, out.read, out.frame.key_start)
-        logits = model.output_logits(out.hidden[:, -1], out.read, [0]).data[0]
+        logits = model.output_logits(out.hidden[:, -1], out.read, [0], before(tokens)).data[0]
         while len(tokens) < limit:
             token = sampler(logits)
             if token == model.special.eop:
@@ -97,11 +98,11 @@ def fill_span(model: MLoTSpark, part_a, mask_position: int, part_b=(), max_new_t
             if len(tokens) == limit:
                 return
             if use_cache:
-                logits = _decode_step(model, token, mask_position, len(tokens) + 1, state)
+                logits = _decode_step(model, token, mask_position, len(tokens) + 1, state, before(tokens))
             else:
                 batch = _layout(model, part_a, part_b, mask_position, tokens)
                 out = model(batch, record_access=False)
-                logits = model.output_logits(out.hidden[:, -1], out.read, [0]).data[0]
+                logits = model.output_logits(out.hidden[:, -1], out.read, [0], before(tokens)).data[0]
 
 
 def _layout(model, part_a, part_b, mask_position, tokens) -> InfillBatch:
@@ -118,7 +119,8 @@ def _layout(model, part_a, part_b, mask_position, tokens) -> InfillBatch:
                        batch.prefix_len, np.array([length]))
 
 
-def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position: int, state: DecodeState):
+def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position: int, state: DecodeState,
+                 before: np.ndarray):
     """Run one new token against the KV cache; returns its logits and extends the cache."""
     n_past = state.past[0][0].shape[2]
     # the left-padded part of the cached working memory, now inside the past keys, stays hidden
@@ -126,7 +128,7 @@ def _decode_step(model: MLoTSpark, token: int, mask_position: int, span_position
                                   n_past=n_past)
     x = model.wte(np.array([[token]])) + model.span_pos(np.array([[span_position]]))
     hidden, state.past = model._layers(x, frame, None, state.read, past=state.past)
-    return model.output_logits(hidden[:, -1], state.read, [0]).data[0]
+    return model.output_logits(hidden[:, -1], state.read, [0], before).data[0]
 
 
 def generate(model: MLoTSpark, prompt_ids, max_new_tokens: int = 32, temperature: float = 1.0,

@@ -26,7 +26,7 @@ from mlot.memory.chunking import pool_chunks
 from mlot.memory.episodic import normalize_rows
 from mlot.memory.gnn import MemoryGNN
 from mlot.model.blocks import AttentionFrame, Block, MemoryInjectionBlock
-from mlot.model.copy_head import MemoryCopyHead
+from mlot.model.copy_head import MemoryCopyHead, shared_tokens
 from mlot.model.infilling import InfillBatch, SpecialIds, make_infill_batch
 from mlot.model.memory_state import SIDE_CHANNELS, ModelMemory
 
@@ -185,21 +185,35 @@ class MLoTSpark(nn.Module):
         """Token logits from final states (the output projection is the tied embedding)."""
         return hidden @ self.wte.weight.T
 
-    def output_logits(self, hidden: Tensor, read: "MemoryRead", rows) -> Tensor:
+    def output_logits(self, hidden: Tensor, read: "MemoryRead", rows, before: np.ndarray | None = None) -> Tensor:
         """What the model predicts from final states hidden (N, d) of batch rows `rows` (N,): the
         logits, or with the copy head log p of the mixture with its pointer over `read`'s memory
-        tokens (either way softmax, cross-entropy and argmax apply as to logits)."""
+        tokens (either way softmax, cross-entropy and argmax apply as to logits). before (N,
+        copy_context): the text before each predicted token (`text_before`), which the pointer
+        matches against the text before each token it can copy; None: not known."""
         logits = self.logits(hidden)
         if self.copy_head is None or read.pointer_tokens is None:
             return logits
+        rows = np.asarray(rows)
         previous = read.pointer_previous_ids
         # constants: the pointer's gradient through every predecessor moved the tied embeddings, which
         # retrieval keys are pooled from, and copying got worse with training (tests/test_04_copy_head.py)
         nearest = previous[:, :, 0]
         previous_tokens = Tensor(self.wte.weight.data[np.maximum(nearest, 0)] * (nearest >= 0)[:, :, None])
         context = Tensor(self.pool_embeddings(previous, previous >= 0)[0])
-        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, np.asarray(rows),
-                              previous_tokens, context)
+        shared = None if before is None else shared_tokens(before, previous, rows)
+        return self.copy_head(hidden, logits, read.pointer_tokens, read.pointer_ids, rows, previous_tokens, context,
+                              shared)
+
+    def text_before(self, batch: InfillBatch, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(N, copy_context): the text before the token predicted at each (row, col) of batch, nearest
+        first (see `preceding_text`)."""
+        before = np.empty((len(rows), self.config.copy_context), dtype=np.int64)
+        for n, (row, col) in enumerate(zip(rows, cols)):
+            step = batch.pos_b[row, col]  # a Part B input at span step j holds span token j - 1 (j = 1: [SOP])
+            before[n] = preceding_text(self, batch.ids[row, :batch.prefix_len[row]], batch.pos_a[row, col],
+                                       batch.ids[row, col - step + 2:col + 1] if step else ())
+        return before
 
     def _copyable_tokens(self, memory: ModelMemory | None, read: "MemoryRead", segment_states: Tensor,
                          batch: InfillBatch):
@@ -454,6 +468,16 @@ class MLoTSpark(nn.Module):
         """The tokens of every [MASK] span of ids_with_masks, filled greedily in order."""
         from mlot.model.generation import infill
         return infill(self, ids_with_masks, max_span_tokens)
+
+
+def preceding_text(model: MLoTSpark, part_a, mask_position: int, span_tokens=()) -> np.ndarray:
+    """(copy_context,) the tokens before a span's next token, nearest first: the span's tokens so far,
+    then Part A's before its [MASK]; -1 from the first [MASK] (another span) or the start on."""
+    text = np.r_[np.asarray(part_a[:mask_position], dtype=np.int64), np.asarray(span_tokens, dtype=np.int64)]
+    nearest = np.full(model.config.copy_context, -1, dtype=np.int64)
+    tail = text[::-1][:len(nearest)]
+    nearest[:len(tail)] = tail
+    return np.where(np.logical_and.accumulate(nearest != model.special.mask, axis=0), nearest, -1)
 
 
 def _preceding(ids: np.ndarray, context: int, before=None) -> np.ndarray:

@@ -85,7 +85,8 @@ def test_gradients_through_the_whole_model_and_memory_read_path(copy_head):
 
     def loss_terms(*_):
         out = model(batch, record_access=False)  # with a copy head, its pointer covers Part A's states too
-        ce = F.cross_entropy(model.output_logits(out.hidden[rows, cols], out.read, rows), batch.targets[rows, cols])
+        logits = model.output_logits(out.hidden[rows, cols], out.read, rows, model.text_before(batch, rows, cols))
+        ce = F.cross_entropy(logits, batch.targets[rows, cols])
         vector = model.segment_vector(out.segment_states)
         return ce + (vector * vector).sum()
 

@@ -64,7 +64,10 @@ def _bits_by_hand(model, semantic, document, is_text, switches) -> np.ndarray:
             out = model(batch, record_access=start == starts[-1])
             cols = batch.prefix_len[0] + np.arange(end - start)  # [SOP] and the span's inputs: predict the span
             rows = np.zeros(len(cols), dtype=np.int64)
-            logits = model.output_logits(out.hidden[rows, cols], out.read, rows).data.astype(np.float64)
+            c = model.config.copy_context  # the text before each target: the segment up to it
+            before = np.array([[segment[i] if i >= 0 else -1 for i in range(t - 1, t - 1 - c, -1)]
+                               for t in range(start, end)])
+            logits = model.output_logits(out.hidden[rows, cols], out.read, rows, before).data.astype(np.float64)
             top = logits.max(axis=1, keepdims=True)
             log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
             nll = -log_probs[np.arange(len(cols)), segment[start:end]]
