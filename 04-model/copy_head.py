@@ -24,7 +24,7 @@ the text before it shares with the text before the token being predicted (`share
 exact-match feature of extractive readers (DrQA): asked "what colour is the canoe of Orla
 Quill? It is", the value after "the canoe of Orla Quill is" shares canoe, Orla and Quill, the
 other colours of the story do not. Learned states alone picked the right value among those
-read only about half the time (06-evaluation/README.md).
+read only about half the time (04-model/README.md).
 
 The head returns log p: used as logits, cross-entropy, argmax and temperature sampling work on
 it unchanged (log_softmax(log p) = log p).

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlot.architecture import Tensor, concat, nn, no_grad
 from mlot.architecture import functional as F
+from mlot.architecture.threads import fit_threads_to_load
 from mlot.memory.chunking import pool_chunks
 from mlot.memory.episodic import normalize_rows
 from mlot.memory.gnn import MemoryGNN
@@ -148,6 +149,7 @@ class MLoTSpark(nn.Module):
         record_access=False reads without counting accesses or adding co-retrieval edges, so
         that repeated passes see identical memory (gradient checks, recomputation).
         """
+        fit_threads_to_load()  # every caller, training or not: a pool sized to busy cores waits on them (threads.py)
         memory = self.memory if read_memory else None
         if memory is not None and memory.batch != batch.batch_size:
             raise ValueError(f"MLoTSpark: a batch of {batch.batch_size} rows for a memory of {memory.batch} rows; "

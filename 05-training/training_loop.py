@@ -27,7 +27,6 @@ from tqdm import tqdm
 from mlot.architecture.atomic import atomic_output
 from mlot.architecture.config import JsonConfig, check
 from mlot.architecture.optim import AdamW, ReduceLROnPlateau, WarmupCosine, clip_grad_norm_, grads_are_finite
-from mlot.architecture.threads import fit_threads_to_load
 from mlot.training.distributed import World
 
 RNG_STREAMS = ("data_order", "spans", "validation", "batches", "replay")
@@ -96,7 +95,6 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict:
-        fit_threads_to_load()  # a pool sized to busy cores waits on them at every product (threads.py)
         self.model.train()
         result = self.stage.loss(self.step)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

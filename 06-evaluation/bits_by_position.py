@@ -35,7 +35,6 @@ from tqdm import tqdm
 from mlot.architecture import no_grad
 from mlot.architecture.atomic import atomic_output
 from mlot.architecture.cli import UserError, documented_parser, positive_int, run_command
-from mlot.architecture.threads import fit_threads_to_load
 from mlot.evaluation.baselines import XZ_PRESET
 from mlot.evaluation.bits_per_byte import LN2, held_out_text
 from mlot.evaluation.evaluate import SETTINGS
@@ -75,7 +74,6 @@ def model_bits_by_segment(model, documents: list, is_text: list, batch_size: int
             model.reset_memory(batch_size=len(rows))
             model.memory.semantic.load_state_dict(semantic)  # each batch from the checkpoint's slots
             for segment in range(max(len(bits[row]) for row in rows)):
-                fit_threads_to_load()  # minutes of small products: a pool sized to busy cores waits on them
                 where = slice(segment * segment_len, (segment + 1) * segment_len)
                 segments = [documents[row][where] for row in rows]
                 masks = [is_text[row][where] for row in rows]
