@@ -1,6 +1,7 @@
 """twin_benchmark.py: the PyTorch twin's sliding-window scoring against the twin's own loss and
 against a uniform predictor (every text token scored exactly once), and the command end to end
-on a tiny model trained on KJV books. Skipped without PyTorch, which is never a dependency."""
+on a tiny model trained on KJV books. Skipped without PyTorch, which is never a dependency, and
+without the twin itself (../shared/bench beside the repository, absent from a clone elsewhere)."""
 import json
 import math
 import subprocess
@@ -12,8 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mlot.evaluation.twin_benchmark import load_twin, twin_bits_by_segment  # noqa: E402
+from mlot.evaluation.twin_benchmark import TWIN, load_twin, twin_bits_by_segment  # noqa: E402
 from mlot.tokenization.tokenize_data import tokenize_corpus  # noqa: E402
+
+if not TWIN.is_file():
+    pytest.skip(f"no PyTorch twin at {TWIN}", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 T, VOCAB = 16, 50
