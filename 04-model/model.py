@@ -475,11 +475,9 @@ class MLoTSpark(nn.Module):
 def preceding_text(model: MLoTSpark, part_a, mask_position: int, span_tokens=()) -> np.ndarray:
     """(copy_context,) the tokens before a span's next token, nearest first: the span's tokens so far,
     then Part A's before its [MASK]; -1 from the first [MASK] (another span) or the start on."""
-    text = np.r_[np.asarray(part_a[:mask_position], dtype=np.int64), np.asarray(span_tokens, dtype=np.int64)]
-    nearest = np.full(model.config.copy_context, -1, dtype=np.int64)
-    tail = text[::-1][:len(nearest)]
-    nearest[:len(tail)] = tail
-    return np.where(np.logical_and.accumulate(nearest != model.special.mask, axis=0), nearest, -1)
+    text = np.r_[np.asarray(part_a[:mask_position], dtype=np.int64), np.asarray(span_tokens, dtype=np.int64), -1]
+    text = np.where(text == model.special.mask, -1, text)  # the last -1 holds the place of the token predicted
+    return _preceding(text[None], model.config.copy_context)[0, -1]
 
 
 def _preceding(ids: np.ndarray, context: int, before=None) -> np.ndarray:

@@ -37,6 +37,7 @@ def score_targets(model, out, batch, where: np.ndarray | None = None) -> TargetS
     targets = batch.targets[rows, cols]
     if rows.size == 0:
         return TargetScores(rows, cols, targets, None, np.zeros(0), np.zeros(0, dtype=bool))
-    logits = model.output_logits(out.hidden[rows, cols], out.read, rows, model.text_before(batch, rows, cols))  # (N, V)
+    before = model.text_before(batch, rows, cols) if model.copy_head is not None else None  # only the pointer reads it
+    logits = model.output_logits(out.hidden[rows, cols], out.read, rows, before)  # (N, V)
     return TargetScores(rows, cols, targets, logits, target_nll(logits.data, targets),
                         logits.data.argmax(axis=1) == targets)
